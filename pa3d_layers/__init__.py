@@ -1,0 +1,5 @@
+"""pa3d_layers."""
+
+__version__ = "0.1.0"
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""pa3d_models.data."""
+
+__all__: list[str] = []

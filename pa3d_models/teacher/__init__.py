@@ -1,0 +1,3 @@
+"""pa3d_models.teacher."""
+
+__all__: list[str] = []
