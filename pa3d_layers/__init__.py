@@ -1,5 +1,21 @@
-"""pa3d_layers."""
+"""pa3d_layers: ops and ``nn.Module``s on point clouds.
+
+Grouping (FPS + kNN into patches), the PointNet patch tokenizer, the Transformer encoder and
+patch-to-point propagation. Every op is a function plus a thin module; torch-cluster / torch-scatter are
+used when installed, with pure-PyTorch references otherwise.
+"""
+
+from .grouping import PatchGrouper, PatchGroups, fps, group_points, knn, num_groups_for
+from .scatter import scatter
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "fps",
+    "knn",
+    "group_points",
+    "num_groups_for",
+    "PatchGroups",
+    "PatchGrouper",
+    "scatter",
+]
