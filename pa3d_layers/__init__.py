@@ -5,8 +5,19 @@ patch-to-point propagation. Every op is a function plus a thin module; torch-clu
 used when installed, with pure-PyTorch references otherwise.
 """
 
+from .encoder import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbedding,
+    TransformerBlock,
+    TransformerEncoder,
+    drop_path,
+    init_weights,
+)
 from .grouping import PatchGrouper, PatchGroups, fps, group_points, knn, num_groups_for
 from .scatter import scatter
+from .tokenizer import PointNetTokenizer
 
 __version__ = "0.1.0"
 
@@ -17,5 +28,14 @@ __all__ = [
     "num_groups_for",
     "PatchGroups",
     "PatchGrouper",
+    "PointNetTokenizer",
+    "PatchEmbedding",
+    "TransformerEncoder",
+    "TransformerBlock",
+    "Attention",
+    "Mlp",
+    "drop_path",
+    "DropPath",
+    "init_weights",
     "scatter",
 ]
