@@ -2,7 +2,7 @@
 
 Every loss is a pure function plus a thin ``nn.Module`` called as ``loss(outputs, batch, *,
 return_dict=False)`` (the protocol is documented in ``docs/losses.md``). Losses hold no parameters: the model
-owns :class:`LogitScaleBias` and passes its output in ``outputs``.
+owns `LogitScaleBias` and passes its output in ``outputs``.
 """
 
 from .ablations import (

@@ -68,7 +68,7 @@ def batch_negatives_sigmoid_loss(
     $$
 
     with $L_{\mathrm{tot}} = \sum_{c,l} m_{c,l}$. With ``reduction="sum"`` it equals
-    :func:`multi_positive_sigmoid_loss` plus the cross-shape terms $\sum \mathrm{softplus}(z_{b,g,c,l})$,
+    `multi_positive_sigmoid_loss` plus the cross-shape terms $\sum \mathrm{softplus}(z_{b,g,c,l})$,
     $c \ne b$ (for ``pos_weight`` None or a number). ``"num_labels_minus_one"`` counts the candidate texts:
     $\max(1, L_{\mathrm{tot}} - 1)$.
 
@@ -210,7 +210,7 @@ def point_level_sigmoid_loss(
 ) -> torch.Tensor:
     r"""Ablation ``point_level`` (Find3D-style): per-point sigmoid BCE on propagated patch logits.
 
-    The patch logits $z_{b,g,l}$ of :func:`multi_positive_sigmoid_loss` are carried to the points with
+    The patch logits $z_{b,g,l}$ of `multi_positive_sigmoid_loss` are carried to the points with
     ``pa3d_layers.propagate_to_points`` (``mode="nearest"``: each point takes its nearest patch centre's
     logits) and compared with hard per-point targets $y_{b,n,l} \in \{0, 1\}$:
 
@@ -269,9 +269,9 @@ def point_level_sigmoid_loss(
 
 
 class BatchNegativesSigmoidLoss(MultiPositiveSigmoidLoss):
-    """Ablation ``batch_negatives`` on the shared protocol (:func:`batch_negatives_sigmoid_loss`).
+    """Ablation ``batch_negatives`` on the shared protocol (`batch_negatives_sigmoid_loss`).
 
-    Same inputs, targets, terms and metrics as :class:`MultiPositiveSigmoidLoss` (``align_loss``,
+    Same inputs, targets, terms and metrics as `MultiPositiveSigmoidLoss` (``align_loss``,
     ``patch_acc``, ``logit_scale``); only the negatives change.
 
     Args:
@@ -299,9 +299,9 @@ class BatchNegativesSigmoidLoss(MultiPositiveSigmoidLoss):
 
 
 class SoftmaxMultiPositiveLoss(AlignmentLossBase):
-    """Ablation ``softmax_multi_positive`` on the shared protocol (:func:`softmax_multi_positive_loss`).
+    """Ablation ``softmax_multi_positive`` on the shared protocol (`softmax_multi_positive_loss`).
 
-    Terms and metrics as :class:`MultiPositiveSigmoidLoss`. There is no ``pos_weight``.
+    Terms and metrics as `MultiPositiveSigmoidLoss`. There is no ``pos_weight``.
 
     Args:
         targets: ``"fractional"`` or ``"majority"``.
@@ -329,7 +329,7 @@ class SoftmaxMultiPositiveLoss(AlignmentLossBase):
 
 
 class HardPatchLabelsSigmoidLoss(MultiPositiveSigmoidLoss):
-    """Ablation ``hard_patch_labels``: :class:`MultiPositiveSigmoidLoss` with ``targets="majority"``.
+    """Ablation ``hard_patch_labels``: `MultiPositiveSigmoidLoss` with ``targets="majority"``.
 
     Each patch's target is the one-hot of its majority label (all zeros for a patch with no labelled
     point) instead of the label fractions.
@@ -350,7 +350,7 @@ class HardPatchLabelsSigmoidLoss(MultiPositiveSigmoidLoss):
 
 
 class PointLevelSigmoidLoss(AlignmentLossBase):
-    """Ablation ``point_level`` on the shared protocol (:func:`point_level_sigmoid_loss`).
+    """Ablation ``point_level`` on the shared protocol (`point_level_sigmoid_loss`).
 
     Per-point targets are hard: the rows of ``batch["label_masks"]`` when present (a point may carry
     several names), else the one-hot of ``batch["labels"]`` (an unlabelled point is a negative for every

@@ -131,7 +131,7 @@ def multi_positive_sigmoid_loss(
     \mathcal{L} = \frac{1}{B} \sum_{b=1}^{B} \frac{1}{G \, L_b} \sum_{g=1}^{G} \sum_{l:\, m_{b,l}} \ell_{b,g,l}
     $$
 
-    where $y$ are the label fractions (:func:`fractional_patch_labels`), $m_{b,l}$ = ``text_mask`` and
+    where $y$ are the label fractions (`fractional_patch_labels`), $m_{b,l}$ = ``text_mask`` and
     $L_b = \sum_l m_{b,l}$. ``"mean"`` is thus the mean over each shape's valid (patch, text) pairs, then the
     mean over shapes: the official release's per-sample mean over G x K followed by the mean over samples.
     Padded texts contribute exactly zero loss and zero gradient (their features, logits and targets are
@@ -145,7 +145,7 @@ def multi_positive_sigmoid_loss(
         patch_feats: L2-normalised patch features in text space.
         text_feats: each shape's own text embeddings, padded to L.
         targets: label fractions in [0, 1] (values at padded texts are ignored).
-        logit_scale: the scale $s$ (not its log), a number or 0-dim tensor (e.g. from :class:`LogitScaleBias`).
+        logit_scale: the scale $s$ (not its log), a number or 0-dim tensor (e.g. from `LogitScaleBias`).
         logit_bias: the bias $\beta$, or None for no bias (official release).
         text_mask: which texts are real (True); default all. Every shape needs at least one.
         pos_weight: weight of the positive term, see above.
@@ -286,9 +286,9 @@ def _accuracy(logits: torch.Tensor, target: torch.Tensor, text_mask: torch.Tenso
 class MultiPositiveSigmoidLoss(AlignmentLossBase):
     """Stage-2 loss on the shared protocol (the default, registered as ``multi_positive_sigmoid``).
 
-    Builds the targets from the batch: :func:`fractional_patch_labels` of ``outputs["patch_idx"]`` over
+    Builds the targets from the batch: `fractional_patch_labels` of ``outputs["patch_idx"]`` over
     ``batch["label_masks"]`` when present (overlapping names allowed), else over ``batch["labels"]``; then
-    calls :func:`multi_positive_sigmoid_loss` with the model's ``logit_scale`` and ``logit_bias``.
+    calls `multi_positive_sigmoid_loss` with the model's ``logit_scale`` and ``logit_bias``.
 
     Returned terms (``return_dict=True``): ``align_loss``; detached metrics ``patch_acc`` (argmax over the
     shape's texts against the majority point label of each patch, unlabelled patches skipped) and

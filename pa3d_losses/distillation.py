@@ -55,7 +55,7 @@ def cosine_distillation_loss(
 
     Args:
         pred: the student's patch features (the Stage-1 head output).
-        target: the teacher's features matched to those patches (see :func:`match_teacher_targets`).
+        target: the teacher's features matched to those patches (see `match_teacher_targets`).
         mask: which patches count (True); default all.
         reduction: ``"mean"`` (above), ``"sum"`` over valid patches, or ``"none"`` for the per-patch
             loss, 0 at masked patches.
@@ -102,11 +102,11 @@ def cosine_distillation_loss(
 
 
 class CosineDistillationLoss(nn.Module):
-    """Stage-1 loss on the shared protocol: match the cached teacher targets, then :func:`cosine_distillation_loss`.
+    """Stage-1 loss on the shared protocol: match the cached teacher targets, then `cosine_distillation_loss`.
 
     Reads ``outputs["teacher_feats"]`` and ``outputs["centers"]``, and from the batch
     ``teacher_centers``, ``teacher_targets`` and the optional ``teacher_mask`` (padded caches). Each patch
-    takes the target of its nearest cached centre (:func:`match_teacher_targets`). With
+    takes the target of its nearest cached centre (`match_teacher_targets`). With
     ``match="none"`` the batch's ``teacher_targets`` must already be ``(B, G, T)``, aligned with the patches.
 
     Returned terms (``return_dict=True``): ``distill_loss``; detached metrics ``distill_cos`` (mean cosine

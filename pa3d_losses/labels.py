@@ -150,14 +150,14 @@ def majority_patch_labels(
 ) -> torch.Tensor:
     """The label carried by most of each patch's points, for patch accuracy and hard-label targets.
 
-    The argmax of :func:`fractional_patch_labels`; ties go to the lowest label index. A patch with no
+    The argmax of `fractional_patch_labels`; ties go to the lowest label index. A patch with no
     labelled point gets -1.
 
     Args:
         patch_idx: per-shape indices of each patch's member points.
         point_labels: hard labels, one per point, ``ignore_index`` for unlabelled points.
         label_masks: overlapping boolean masks, one per label.
-        num_labels: L (see :func:`fractional_patch_labels`).
+        num_labels: L (see `fractional_patch_labels`).
         ignore_index: the value of unlabelled points in ``point_labels``.
         backend: scatter backend for hard labels.
 

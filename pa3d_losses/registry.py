@@ -30,7 +30,7 @@ def register_loss(name: str) -> Callable[[F], F]:
     """Decorator registering a loss class or factory under ``name`` (warns when it replaces one).
 
     Args:
-        name: the registry key, as used by :func:`build_loss` and recipes.
+        name: the registry key, as used by `build_loss` and recipes.
 
     Returns:
         The decorator; it returns the object unchanged.
@@ -86,9 +86,9 @@ def build_loss(spec: str | Mapping[str, Any] | nn.Module | Sequence[Any]) -> nn.
 
     - ``"name"``: the registered loss with its defaults.
     - ``{"type": "name", "loss_weight": w, **kwargs}``: with keyword arguments; a ``loss_weight`` wraps it in a
-      one-term :class:`WeightedSum`.
+      one-term `WeightedSum`.
     - an ``nn.Module``: returned unchanged.
-    - a list of the above: a :class:`WeightedSum` of them, each weighted by its ``loss_weight`` (default 1).
+    - a list of the above: a `WeightedSum` of them, each weighted by its ``loss_weight`` (default 1).
 
     Args:
         spec: the spec.
@@ -128,7 +128,7 @@ def joint_loss(
     Args:
         distill_weight: weight of the distillation term.
         align_weight: weight of the alignment term.
-        distill: spec of the distillation term (see :func:`build_loss`).
+        distill: spec of the distillation term (see `build_loss`).
         align: spec of the alignment term, e.g. an ablation name.
 
     Returns:
