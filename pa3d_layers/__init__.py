@@ -16,6 +16,7 @@ from .encoder import (
     init_weights,
 )
 from .grouping import PatchGrouper, PatchGroups, fps, group_points, knn, num_groups_for
+from .propagation import PROPAGATION_MODES, PatchToPointPropagation, propagate_to_points
 from .scatter import scatter
 from .tokenizer import PointNetTokenizer
 
@@ -37,5 +38,8 @@ __all__ = [
     "drop_path",
     "DropPath",
     "init_weights",
+    "propagate_to_points",
+    "PatchToPointPropagation",
+    "PROPAGATION_MODES",
     "scatter",
 ]

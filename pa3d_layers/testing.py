@@ -190,8 +190,8 @@ def assert_constant_preserved(
 ) -> None:
     """Check that an averaging op (e.g. propagation) maps a constant input to the same constant.
 
-    ``fn`` is called with ``values`` filled by one value per channel (taken from ``values[..., 0, :]`` of the
-    first row) and every output row must equal it.
+    ``fn`` is called with ``values`` filled by one value per channel (the first row of ``values``), and every
+    row of its output (any leading shape, the same last dim C) must equal that row.
 
     Args:
         fn: the op, taking values ``(..., C)`` and returning ``(..., C)``.
