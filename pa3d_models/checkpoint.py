@@ -1,0 +1,319 @@
+"""Checkpoints: pa3d's own format (safetensors + JSON config) and the official release's ``.pt``.
+
+pa3d format: a directory with ``model.safetensors`` (the state dict) and ``config.json`` (the model's
+constructor arguments, see :attr:`PatchAlign3D.config`), both written atomically (temporary file +
+``os.replace``), so a crash never leaves a half-written checkpoint behind.
+
+Official format (facts section 1): a ``torch.save`` dict ``{"model": encoder state dict (160 keys),
+"proj": {"proj.weight", "proj.bias"}, "temp": {"log_scale"} (Stage 2 only), "epoch", "args"}``.
+:func:`load_official_checkpoint` maps it onto a :class:`~pa3d_models.PatchAlign3D`. What was verified: state
+dicts built in the documented key layout load strictly and reproduce a plain re-statement of the
+official forward to 1e-4; the released file itself could not be downloaded here. To reproduce the official
+pipeline end to end, apply the official Y/Z swap to the points before the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import PatchAlign3D
+
+__all__ = [
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+    "save_pretrained",
+    "load_pretrained",
+    "resolve_checkpoint",
+    "load_official_checkpoint",
+    "load_checkpoint",
+    "atomic_write",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_FORMAT = "pa3d.PatchAlign3D"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+
+    Readers never see a partial file; on any error the temporary file is removed and ``path`` is
+    untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_pretrained(model: PatchAlign3D, directory: str | os.PathLike) -> Path:
+    """Save ``model`` as ``directory/model.safetensors`` + ``directory/config.json`` (atomically).
+
+    Args:
+        model: a :class:`~pa3d_models.PatchAlign3D`.
+        directory: target directory (created if needed).
+
+    Returns:
+        The directory.
+    """
+    from safetensors.torch import save
+
+    from . import __version__
+
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    config = {"format": _FORMAT, "pa3d_version": __version__, "config": model.config}
+    blob = save(state, metadata={"format": _FORMAT})
+    atomic_write(directory / WEIGHTS_NAME, blob)
+    atomic_write(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def _read_config(directory: Path) -> dict:
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a pa3d checkpoint: {CONFIG_NAME} is missing")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"corrupt checkpoint config {cfg_path}: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "config" not in meta:
+        raise ValueError(f"{cfg_path} is not a pa3d PatchAlign3D config (format {_FORMAT!r} expected)")
+    return meta["config"]
+
+
+def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += _config_diff(a, b, prefix=f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: checkpoint {a!r} vs model {b!r}")
+    return diffs
+
+
+#: Config keys that do not change the parameters' shapes or meaning; they may differ when loading.
+_FREE_KEYS = {"drop_path_rate", "backend", "random_start"}
+
+
+def load_pretrained(
+    directory: str | os.PathLike, *, model: PatchAlign3D | None = None, map_location: str | torch.device = "cpu"
+) -> PatchAlign3D:
+    """Load a pa3d checkpoint directory.
+
+    Args:
+        directory: a directory written by :func:`save_pretrained` (or ``hf://org/repo``, see
+            :func:`resolve_checkpoint`).
+        model: load into this model; its config must match the checkpoint's (except ``drop_path_rate``),
+            else a ``ValueError`` names every mismatch. None builds the model from the saved config.
+        map_location: device for the loaded tensors.
+
+    Returns:
+        The model, in eval mode.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import PatchAlign3D
+
+    directory = resolve_checkpoint(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    config = _read_config(directory)
+    if model is None:
+        model = PatchAlign3D.from_config(config)
+    else:
+        diffs = [d for d in _config_diff(config, model.config) if d.split(":")[0].split(".")[-1] not in _FREE_KEYS]
+        if diffs:
+            raise ValueError(f"checkpoint {directory} was saved from another config: " + "; ".join(diffs))
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{directory} is not a pa3d checkpoint: {WEIGHTS_NAME} is missing")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"corrupt checkpoint weights {weights}: {err}") from err
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {weights} does not fit the model: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.eval()
+
+
+def resolve_checkpoint(spec: str | os.PathLike) -> Path:
+    """Turn a checkpoint spec into a local path.
+
+    ``hf://org/repo`` (a pa3d directory on the Hugging Face hub) or ``hf://org/repo/file.pt`` (one file,
+    e.g. the official ``hf://patchalign3d/patchalign3d-encoder/patchalign3d.pt``) resolve through
+    ``huggingface_hub``, from its cache when offline; anything else is a local path.
+    """
+    spec = str(spec)
+    if not spec.startswith("hf://"):
+        return Path(spec).expanduser()
+    parts = spec[len("hf://") :].strip("/").split("/")
+    if len(parts) < 2:
+        raise ValueError(f"hf:// checkpoint must be hf://ORG/REPO[/FILE], got {spec!r}")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        import huggingface_hub
+    except ImportError as err:  # pragma: no cover - huggingface_hub ships with open_clip
+        raise ImportError("hf:// checkpoints need huggingface_hub") from err
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        if filename:
+            return Path(huggingface_hub.hf_hub_download(repo_id, filename, local_files_only=offline))
+        if repo_id == "patchalign3d/patchalign3d-encoder":  # the official release: one .pt file
+            return Path(huggingface_hub.hf_hub_download(repo_id, "patchalign3d.pt", local_files_only=offline))
+        return Path(huggingface_hub.snapshot_download(repo_id, local_files_only=offline))
+    except Exception as err:  # noqa: BLE001 - offline / not found: one clear message
+        raise FileNotFoundError(
+            f"cannot resolve {spec} ({'offline: not in the local cache' if offline else err})"
+        ) from err
+
+
+def _torch_load(path: Path, trusted: bool) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=not trusted)
+    except Exception as err:  # noqa: BLE001 - corrupt or unsafe pickle: one clear message
+        hint = "" if trusted else " (if the file is trusted and holds extra Python objects, pass trusted=True)"
+        raise ValueError(f"cannot read checkpoint {path}: {err}{hint}") from err
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def load_official_checkpoint(
+    checkpoint: str | os.PathLike | Mapping[str, Any],
+    *,
+    head: str = "auto",
+    teacher_dim: int = 768,
+    num_heads: int | None = None,
+    trusted: bool = False,
+    **overrides: Any,
+) -> PatchAlign3D:
+    """Build a :class:`~pa3d_models.PatchAlign3D` from the official release's checkpoint.
+
+    The encoder config (width, depth, tokenizer width, MLP ratio, qkv bias) is read from the state-dict
+    shapes; the number of heads is not visible in the weights and comes from ``num_heads``, else
+    ``args["num_heads"]``, else the release's 6. The ``proj`` head goes to the text head or the teacher
+    head (``head="auto"``: text when the checkpoint has ``temp`` (Stage 2) or its width is not
+    ``teacher_dim``). A Stage-2 ``temp.log_scale`` switches the logit module to the official form
+    (``exp(log_scale)`` clamped at 100, no bias).
+
+    Args:
+        checkpoint: path to the ``.pt`` (or ``hf://...``), or the loaded dict
+            ``{"model", "proj", "temp"?, "epoch"?, "args"?}``.
+        head: ``"auto"``, ``"text"`` or ``"teacher"``: where ``proj`` goes.
+        teacher_dim: Stage-1 head width T.
+        num_heads: attention heads (not stored in the weights).
+        trusted: allow full unpickling of the file (needed only if it holds arbitrary Python objects).
+        **overrides: other model keyword arguments (e.g. ``num_groups``, ``drop_path_rate``).
+
+    Returns:
+        The model in eval mode; ``patch_feats`` equal the official ``normalize(proj(forward_patches(x)))``.
+    """
+    from .model import PatchAlign3D, PatchEncoder
+
+    if isinstance(checkpoint, Mapping):
+        ckpt = checkpoint
+        where = "checkpoint dict"
+    else:
+        path = resolve_checkpoint(checkpoint)
+        ckpt = _torch_load(path, trusted)
+        where = str(path)
+    if not isinstance(ckpt, Mapping) or "model" not in ckpt:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ValueError(f"{where} is not an official PatchAlign3D checkpoint: no 'model' entry (got {keys})")
+    enc_state = _strip_prefix(_strip_prefix(ckpt["model"], "module."), "encoder.")
+    try:
+        embed_dim = int(enc_state["cls_token"].shape[-1])
+        tokenizer_dim = int(enc_state["reduce_dim.weight"].shape[1])
+        depth = 1 + max(int(k.split(".")[2]) for k in enc_state if k.startswith("blocks.blocks."))
+        mlp_ratio = enc_state["blocks.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
+        pos_hidden = int(enc_state["pos_embed.0.weight"].shape[0])
+    except (KeyError, ValueError, IndexError) as err:
+        raise ValueError(f"{where}: 'model' is not the official encoder layout (missing {err})") from err
+    args = ckpt.get("args") or {}
+    heads = num_heads or (args.get("num_heads") if isinstance(args, Mapping) else None) or 6
+    kwargs: dict[str, Any] = dict(
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=int(heads),
+        mlp_ratio=float(mlp_ratio),
+        tokenizer_dim=tokenizer_dim,
+        qkv_bias="blocks.blocks.0.attn.qkv.bias" in enc_state,
+        pos_hidden_dim=pos_hidden,
+    )
+    enc_keys = set(kwargs)
+    kwargs.update({k: v for k, v in overrides.items() if k in enc_keys or k in _ENCODER_EXTRA})
+    model_over = {k: v for k, v in overrides.items() if k not in kwargs}
+    encoder = PatchEncoder(**kwargs)
+    proj = ckpt.get("proj")
+    if proj is not None:
+        proj = _strip_prefix(proj, "module.")
+        if "proj.weight" not in proj:
+            raise ValueError(f"{where}: 'proj' must hold 'proj.weight' and 'proj.bias', got {sorted(proj)}")
+        out_dim = int(proj["proj.weight"].shape[0])
+        if int(proj["proj.weight"].shape[1]) != embed_dim:
+            raise ValueError(f"{where}: proj.weight is {tuple(proj['proj.weight'].shape)}, expected (D, {embed_dim})")
+    temp = ckpt.get("temp")
+    if head == "auto":
+        head = "text" if proj is not None and (temp is not None or out_dim != teacher_dim) else "teacher"
+    if head not in ("text", "teacher"):
+        raise ValueError(f"head must be 'auto', 'text' or 'teacher', got {head!r}")
+    text_dim = out_dim if proj is not None and head == "text" else model_over.pop("text_dim", 1280)
+    model_over.pop("text_dim", None)
+    if temp is not None:
+        model_over.setdefault("logit_mode", "official")
+    model = PatchAlign3D(encoder, teacher_dim=teacher_dim, text_dim=text_dim, **model_over)
+    result = model.encoder.load_state_dict(enc_state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{where}: encoder weights do not fit: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    if proj is not None:
+        target = model.text_head if head == "text" else model.teacher_head
+        target.load_state_dict({"weight": proj["proj.weight"], "bias": proj["proj.bias"]})
+    if temp is not None and "log_scale" in temp and model.logit_mode == "official":
+        model.set_official_log_scale(temp["log_scale"])
+    return model.eval()
+
+
+_ENCODER_EXTRA = {"in_channels", "num_groups", "group_size", "drop_path_rate", "backend"}
+
+
+def load_checkpoint(spec: str | os.PathLike, **kwargs: Any) -> PatchAlign3D:
+    """Load either format: a pa3d directory (``config.json`` + ``model.safetensors``) or an official file."""
+    path = resolve_checkpoint(spec)
+    if path.is_dir():
+        return load_pretrained(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return load_official_checkpoint(path, **kwargs)

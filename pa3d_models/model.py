@@ -1,0 +1,599 @@
+"""The PatchAlign3D model: a Point-BERT-layout patch encoder with a teacher head and a text head.
+
+``PatchEncoder`` composes the pa3d_layers blocks (grouper, mini-PointNet tokenizer, reduce to the
+Transformer width, centre embedding, cls token, Transformer, final norm) with the official release's
+state-dict keys, so the official ``"model"`` dict loads strictly. ``PatchAlign3D`` adds the Stage-1 head
+(to the 2D teacher's space, T = 768 for DINOv2-base) and the Stage-2 head (to the text space, D = 1280 for
+open_clip ViT-bigG-14), both L2-normalised, and owns the logit scale and bias the losses use.
+
+The model never permutes axes: dataset conventions (the official Y/Z swap, up axes) are data transforms
+applied before it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pa3d_layers import PatchEmbedding, PatchGrouper, PointNetTokenizer, TransformerEncoder
+from pa3d_layers._checks import check_batch_vector, check_points
+from pa3d_losses import LogitScaleBias
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .text import TextBank, TextEncoder
+
+__all__ = [
+    "PatchEncoder",
+    "PatchAlign3D",
+    "SegmentResult",
+    "MODELS",
+    "register_model",
+    "create_model",
+    "list_models",
+    "freeze_for_stage2",
+    "STAGE2_TRAINABLE",
+]
+
+
+def _unpack(points: Any, batch: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Accept a dense tensor, ``(pos, batch)`` or a PyG ``Data``/``Batch`` (``.pos`` and ``.batch``)."""
+    if not isinstance(points, Tensor) and hasattr(points, "pos"):
+        pos = points.pos
+        if batch is None:
+            batch = getattr(points, "batch", None)
+            if batch is None:  # a single Data object
+                batch = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        return pos, batch
+    return points, batch
+
+
+class PatchEncoder(nn.Module):
+    """Point cloud -> one feature per patch: the PatchAlign3D / Point-BERT backbone.
+
+    FPS (from point 0) picks ``num_groups`` centres, kNN gathers ``group_size`` points around each, a
+    mini-PointNet turns each patch into a ``tokenizer_dim`` token, ``reduce_dim`` maps it to ``embed_dim``,
+    an MLP embeds the absolute centre (re-added before every block), a cls token is prepended, ``depth``
+    pre-norm Transformer blocks and a final LayerNorm follow, and the cls token is dropped.
+
+    The state-dict keys are the official release's (``cls_token``, ``cls_pos``, ``encoder.*``,
+    ``reduce_dim.*``, ``pos_embed.*``, ``blocks.blocks.{i}.*``, ``norm.*``: 160 keys and 21,858,816
+    parameters for the defaults).
+
+    Args:
+        in_channels: input channels per point (3: xyz).
+        num_groups: G, patches per cloud.
+        group_size: K, points per patch.
+        tokenizer_dim: width of the mini-PointNet token (256).
+        embed_dim: Transformer width D (384).
+        depth: number of Transformer blocks (12).
+        num_heads: attention heads (6).
+        mlp_ratio: MLP hidden width / D (4).
+        qkv_bias: bias in the qkv projection (False, as released).
+        drop_path_rate: stochastic depth of the last block; linear from 0 (0.1).
+        pos_hidden_dim: hidden width of the centre embedding MLP (128).
+        backend: grouping backend, ``"auto"``, ``"torch"`` or ``"cluster"``.
+
+    Shape:
+        - points: ``(B, N, 3)``, or ragged ``(P, 3)`` with ``batch (P,)``
+        - output of :meth:`forward`: ``(B, G, D)``
+
+    Examples:
+        >>> enc = PatchEncoder(num_groups=8, group_size=4, tokenizer_dim=16, embed_dim=16, depth=1, num_heads=2)
+        >>> enc(torch.rand(2, 64, 3)).shape
+        torch.Size([2, 8, 16])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        *,
+        num_groups: int = 128,
+        group_size: int = 32,
+        tokenizer_dim: int = 256,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = False,
+        drop_path_rate: float = 0.1,
+        pos_hidden_dim: int = 128,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if in_channels != 3:
+            raise ValueError(f"in_channels must be 3 (xyz; extra features are not supported yet), got {in_channels}")
+        self._config = dict(
+            in_channels=in_channels,
+            num_groups=num_groups,
+            group_size=group_size,
+            tokenizer_dim=tokenizer_dim,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=float(mlp_ratio),
+            qkv_bias=bool(qkv_bias),
+            drop_path_rate=float(drop_path_rate),
+            pos_hidden_dim=pos_hidden_dim,
+            backend=backend,
+        )
+        # Registration order = the official one (cls_token, cls_pos, encoder, reduce_dim, pos_embed, blocks, norm).
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, embed_dim))
+        self.encoder = PointNetTokenizer(in_channels, embed_dim=tokenizer_dim)
+        self.reduce_dim = nn.Linear(tokenizer_dim, embed_dim)
+        self.pos_embed = PatchEmbedding(3, embed_dim, hidden_channels=pos_hidden_dim)
+        self.blocks = TransformerEncoder(
+            embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_path_rate=drop_path_rate,
+            final_norm=False,  # the final norm and the cls token/position live here, under official keys
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.grouper = PatchGrouper(num_groups, group_size, backend=backend)
+        self._init_linear_and_norm()
+
+    def _init_linear_and_norm(self) -> None:
+        """The release's init: Linear trunc-normal std 0.02 with zero bias, LayerNorm 1/0 (the blocks and
+        ``pos_embed`` are initialised so by pa3d_layers already)."""
+        nn.init.trunc_normal_(self.reduce_dim.weight, std=0.02)
+        nn.init.zeros_(self.reduce_dim.bias)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-serialisable)."""
+        return dict(self._config)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self._config["embed_dim"])
+
+    @property
+    def num_groups(self) -> int:
+        return int(self._config["num_groups"])
+
+    def group(self, points: Any, batch: Tensor | None = None) -> dict[str, Tensor]:
+        """Group ``points`` into patches, always returning dense ``(B, G, ...)`` tensors.
+
+        For ragged input ``patch_idx`` holds row indices into the stacked ``(P, 3)`` points and
+        ``center_batch`` is ``(B, G)``.
+        """
+        points, batch = _unpack(points, batch)
+        if batch is None:
+            check_points(points, "points", ragged=False)
+            groups = self.grouper(points)
+            return {
+                "centers": groups.centers,
+                "neighborhoods": groups.neighborhoods,
+                "patch_idx": groups.patch_idx,
+            }
+        check_points(points, "points", ragged=True)
+        check_batch_vector(batch, points.shape[0])
+        groups = self.grouper(points, batch)
+        G = self.num_groups
+        Q = groups.centers.shape[0]
+        B = int(batch[-1]) + 1
+        if Q != B * G:  # pragma: no cover - the grouper gives G per cloud
+            raise ValueError(f"ragged grouping gave {Q} patches for {B} clouds, expected {B * G}")
+        return {
+            "centers": groups.centers.reshape(B, G, 3),
+            "neighborhoods": groups.neighborhoods.reshape(B, G, -1, 3),
+            "patch_idx": groups.patch_idx.reshape(B, G, -1),
+            "center_batch": groups.center_batch.reshape(B, G),
+        }
+
+    def forward_tokens(self, neighborhoods: Tensor, centers: Tensor) -> Tensor:
+        """Patches -> features: ``neighborhoods (B, G, K, 3)``, ``centers (B, G, 3)`` -> ``(B, G, D)``."""
+        tokens = self.reduce_dim(self.encoder(neighborhoods))
+        pos = self.pos_embed(centers)
+        B = tokens.shape[0]
+        x = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(B, -1, -1), pos], dim=1)
+        x = self.blocks(x, pos)
+        return self.norm(x)[:, 1:]
+
+    def forward_patches(self, points: Any, batch: Tensor | None = None) -> dict[str, Tensor]:
+        """Group and encode: a dict with ``feats (B, G, D)``, ``centers``, ``patch_idx`` (and ``center_batch``)."""
+        groups = self.group(points, batch)
+        out = {k: v for k, v in groups.items() if k != "neighborhoods"}
+        out["feats"] = self.forward_tokens(groups["neighborhoods"], groups["centers"])
+        return out
+
+    def forward(self, points: Any, batch: Tensor | None = None) -> Tensor:
+        """Encode ``points (B, N, 3)`` (or ragged ``(P, 3)`` + ``batch``) into patch features ``(B, G, D)``."""
+        return self.forward_patches(points, batch)["feats"]
+
+
+class SegmentResult(NamedTuple):
+    """Per-point zero-shot segmentation.
+
+    Attributes:
+        labels: index into the part names per point, -1 where the score is below ``min_score``;
+            ``(N,)`` for one shape, ``(B, N)`` for a batch.
+        scores: the model's probability for the chosen part, ``sigmoid(scale * cos + bias)``; same shape.
+        similarities: cosine similarity of every point (through its patch) with every part name,
+            ``(N, L)`` or ``(B, N, L)``.
+    """
+
+    labels: Tensor
+    scores: Tensor
+    similarities: Tensor
+
+
+class PatchAlign3D(nn.Module):
+    """Patch encoder + Stage-1 teacher head + Stage-2 text head + learnable logit scale and bias.
+
+    Args:
+        encoder: the backbone; None builds ``PatchEncoder(**encoder_kwargs)``.
+        teacher_dim: T, width of the Stage-1 head (768: DINOv2-base).
+        text_dim: width of the Stage-2 head (1280: open_clip ViT-bigG-14).
+        logit_mode: ``"paper"`` (scale initialised to 10 and bias to -10, both learnable) or ``"official"``
+            (log-scale initialised to ln(1/0.07), scale clamped at 100, no bias).
+        logit_scale_init: initial scale (paper: 10); ignored in official mode.
+        logit_bias_init: initial bias (paper: -10); ignored in official mode.
+        **encoder_kwargs: passed to :class:`PatchEncoder` when ``encoder`` is None.
+
+    Shape:
+        - points: ``(B, N, 3)`` or ragged ``(P, 3)`` with ``batch (P,)``
+        - patch_feats: ``(B, G, D)``; teacher_feats: ``(B, G, T)``
+
+    Examples:
+        >>> model = create_model("patchalign3d_tiny")
+        >>> out = model(torch.rand(2, 256, 3), return_teacher=True)
+        >>> tuple(out["patch_feats"].shape), tuple(out["teacher_feats"].shape)
+        ((2, 32, 64), (2, 32, 32))
+    """
+
+    def __init__(
+        self,
+        encoder: PatchEncoder | None = None,
+        *,
+        teacher_dim: int = 768,
+        text_dim: int = 1280,
+        logit_mode: str = "paper",
+        logit_scale_init: float = 10.0,
+        logit_bias_init: float = -10.0,
+        **encoder_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if encoder is None:
+            encoder = PatchEncoder(**encoder_kwargs)
+        elif encoder_kwargs:
+            raise ValueError(f"pass either an encoder or encoder keyword arguments, not both: {sorted(encoder_kwargs)}")
+        if logit_mode not in ("paper", "official"):
+            raise ValueError(f"logit_mode must be 'paper' or 'official', got {logit_mode!r}")
+        self.encoder = encoder
+        D = encoder.embed_dim
+        self.teacher_head = nn.Linear(D, teacher_dim)
+        self.text_head = nn.Linear(D, text_dim)
+        for head in (self.teacher_head, self.text_head):
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+        self.logit_mode = logit_mode
+        self.logit = _make_logit_module(logit_mode, logit_scale_init, logit_bias_init)
+        self._head_config = dict(
+            teacher_dim=int(teacher_dim),
+            text_dim=int(text_dim),
+            logit_mode=logit_mode,
+            logit_scale_init=float(logit_scale_init),
+            logit_bias_init=float(logit_bias_init),
+        )
+        self.freeze_bn_stats = False
+
+    # -- config and checkpoints ----------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild the model: ``{"encoder": {...}, "teacher_dim": ..., ...}``."""
+        return {"encoder": self.encoder.config, **self._head_config}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PatchAlign3D:
+        """Build a model from :attr:`config`."""
+        config = dict(config)
+        enc = PatchEncoder(**config.pop("encoder", {}))
+        return cls(enc, **config)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self._head_config["text_dim"])
+
+    @property
+    def teacher_dim(self) -> int:
+        return int(self._head_config["teacher_dim"])
+
+    def save_pretrained(self, directory: str | os.PathLike) -> os.PathLike:
+        """Write ``model.safetensors`` + ``config.json`` to ``directory`` atomically."""
+        from .checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> PatchAlign3D:
+        """Load a directory written by :meth:`save_pretrained` (or ``hf://org/repo``).
+
+        ``overrides`` (e.g. ``drop_path_rate=0.0``) change the saved config before building; changing a
+        key that shapes the weights (e.g. ``embed_dim``) fails with a message naming the mismatch.
+        """
+        from .checkpoint import _read_config, load_pretrained, resolve_checkpoint
+
+        if not overrides:
+            return load_pretrained(directory)
+        path = resolve_checkpoint(directory)
+        config = _read_config(path)
+        enc = dict(config.get("encoder", {}))
+        for k, v in overrides.items():
+            if k in enc:
+                enc[k] = v
+            else:
+                config[k] = v
+        config["encoder"] = enc
+        return load_pretrained(path, model=cls.from_config(config))
+
+    def set_official_log_scale(self, log_scale: Tensor | float) -> None:
+        """Set the official-mode temperature from a release checkpoint's ``temp.log_scale``."""
+        if self.logit_mode != "official":
+            raise ValueError("set_official_log_scale needs logit_mode='official'")
+        _set_log_scale(self.logit, log_scale)
+
+    # -- forward --------------------------------------------------------------------------------------------
+    def logit_params(self) -> tuple[Tensor, Tensor | None]:
+        """``(logit_scale, logit_bias)`` as 0-dim tensors (bias None in official mode)."""
+        return _logit_values(self.logit)
+
+    def forward(
+        self, points: Any, batch: Tensor | None = None, *, return_teacher: bool = False, return_text: bool = True
+    ) -> dict[str, Tensor | None]:
+        """Run the model; the output dict is the loss protocol of pa3d_losses.
+
+        Args:
+            points: ``(B, N, 3)`` dense; or ``(P, 3)`` with ``batch``; or a PyG ``Batch``.
+            batch: ``(P,)`` cloud index of each point for ragged input.
+            return_teacher: also compute ``teacher_feats`` (Stage 1).
+            return_text: compute ``patch_feats`` (Stage 2; on by default).
+
+        Returns:
+            ``patch_feats (B, G, D)`` (L2-normalised text-head output), ``teacher_feats (B, G, T)`` when
+            asked, ``encoder_feats (B, G, D_enc)``, ``centers (B, G, 3)``, ``patch_idx (B, G, K)`` (per-shape
+            indices; row indices into the stacked points for ragged input, with ``center_batch (B, G)``),
+            ``logit_scale`` and ``logit_bias`` (0-dim; bias None in official mode).
+        """
+        enc = self.encoder.forward_patches(points, batch)
+        feats = enc.pop("feats")
+        scale, bias = self.logit_params()
+        out: dict[str, Tensor | None] = {
+            "encoder_feats": feats,
+            **enc,
+            "logit_scale": scale,
+            "logit_bias": bias,
+        }
+        if return_text:
+            out["patch_feats"] = F.normalize(self.text_head(feats), dim=-1)
+        if return_teacher:
+            out["teacher_feats"] = F.normalize(self.teacher_head(feats), dim=-1)
+        return out
+
+    # -- train/eval with frozen BatchNorm ---------------------------------------------------------------------
+    def train(self, mode: bool = True) -> PatchAlign3D:
+        super().train(mode)
+        if mode and self.freeze_bn_stats:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters()
+                ):
+                    m.eval()
+        return self
+
+    # -- zero-shot segmentation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def segment(
+        self,
+        points: Tensor,
+        part_names: Sequence[str],
+        text: TextEncoder | TextBank | Tensor,
+        *,
+        assign: str = "nearest",
+        min_score: float | None = None,
+        k: int = 3,
+    ) -> SegmentResult:
+        """Zero-shot part segmentation: score every patch against the part names, propagate to points.
+
+        Args:
+            points: one shape ``(N, 3)`` or a batch ``(B, N, 3)``.
+            part_names: the ``L`` part names (unique after cleaning).
+            text: a text encoder, a :class:`~pa3d_models.TextBank` holding the names, or their embeddings
+                ``(L, D)``.
+            assign: patch -> point propagation: ``"nearest"`` centre (the release's default),
+                ``"membership"`` (mean over the patches holding the point) or ``"idw"``.
+            min_score: points whose best score is below this get label -1 (no label).
+            k: neighbours for ``"idw"``.
+
+        Returns:
+            :class:`SegmentResult` with ``labels``, ``scores`` and ``similarities``.
+        """
+        from pa3d_layers import propagate_to_points
+
+        from .text import TextBank, _check_names, clean_part_name
+
+        names = _check_names(part_names, "part_names")
+        cleaned = [clean_part_name(n) for n in names]
+        dup = sorted({n for n in cleaned if cleaned.count(n) > 1})
+        if dup:
+            raise ValueError(f"part_names must be unique, got duplicates {dup}")
+        if isinstance(text, Tensor):
+            text_feats = text
+        elif isinstance(text, TextBank):
+            text_feats = text.lookup(names)
+        elif hasattr(text, "encode"):
+            text_feats = text.encode(names)
+        else:
+            raise ValueError(f"text must be a TextEncoder, a TextBank or an (L, D) tensor, got {type(text).__name__}")
+        if text_feats.dim() != 2 or text_feats.shape[0] != len(names):
+            raise ValueError(f"text embeddings must be (L, D) with L = {len(names)}, got {tuple(text_feats.shape)}")
+        if text_feats.shape[1] != self.text_dim:
+            raise ValueError(
+                f"text dimension {text_feats.shape[1]} does not match the model's text head ({self.text_dim}): "
+                "use the text encoder the checkpoint was trained with"
+            )
+        single = isinstance(points, Tensor) and points.dim() == 2
+        pts = points[None] if single else points
+        check_points(pts, "points", ragged=False)
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(pts)
+        finally:
+            self.train(was_training)
+        patch = out["patch_feats"]
+        text_feats = F.normalize(text_feats.to(patch), dim=-1)
+        sim = torch.einsum("bgd,ld->bgl", patch, text_feats)
+        point_sim = propagate_to_points(sim, pts, out["centers"], patch_idx=out["patch_idx"], mode=assign, k=k)
+        best, labels = point_sim.max(dim=-1)
+        scale, bias = out["logit_scale"], out["logit_bias"]
+        scores = torch.sigmoid(scale * best + (bias if bias is not None else 0.0))
+        if min_score is not None:
+            labels = torch.where(scores >= min_score, labels, torch.full_like(labels, -1))
+        if single:
+            return SegmentResult(labels[0], scores[0], point_sim[0])
+        return SegmentResult(labels, scores, point_sim)
+
+
+# ------------------------------------------------------------------------------------------ logit module
+
+
+def _make_logit_module(mode: str, scale_init: float, bias_init: float) -> nn.Module:
+    if mode == "official":
+        return LogitScaleBias(mode="official")
+    return LogitScaleBias(mode="paper", init_scale=scale_init, init_bias=bias_init)
+
+
+def _logit_values(module: LogitScaleBias) -> tuple[Tensor, Tensor | None]:
+    scale, bias = module()
+    return scale, bias
+
+
+def _set_log_scale(module: LogitScaleBias, log_scale: Tensor | float) -> None:
+    value = torch.as_tensor(log_scale, dtype=torch.float32)
+    with torch.no_grad():
+        module.log_scale.copy_(value.reshape(module.log_scale.shape).to(module.log_scale))
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+#: Registered model configs: name -> keyword arguments of :class:`PatchAlign3D` (encoder keys flat).
+MODELS: dict[str, dict[str, Any]] = {}
+
+
+def register_model(name: str, **config: Any) -> None:
+    """Register a named config for :func:`create_model` (tested automatically by the registry test)."""
+    MODELS[name] = dict(config)
+
+
+register_model(
+    "patchalign3d_base",  # the paper / official release
+    num_groups=128,
+    group_size=32,
+    tokenizer_dim=256,
+    embed_dim=384,
+    depth=12,
+    num_heads=6,
+    mlp_ratio=4.0,
+    drop_path_rate=0.1,
+    teacher_dim=768,
+    text_dim=1280,
+)
+register_model(
+    "patchalign3d_tiny",  # tests and CPU demos
+    num_groups=32,
+    group_size=16,
+    tokenizer_dim=64,
+    embed_dim=64,
+    depth=2,
+    num_heads=2,
+    mlp_ratio=2.0,
+    drop_path_rate=0.0,
+    pos_hidden_dim=32,
+    teacher_dim=32,
+    text_dim=64,
+)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`."""
+    return sorted(MODELS)
+
+
+def create_model(name: str = "patchalign3d_base", **overrides: Any) -> PatchAlign3D:
+    """Build a registered model, with keyword overrides.
+
+    Args:
+        name: a registered name (:func:`list_models`): ``"patchalign3d_base"`` (the paper) or
+            ``"patchalign3d_tiny"`` (tests, CPU demos).
+        **overrides: any :class:`PatchAlign3D` / :class:`PatchEncoder` keyword, e.g. ``text_dim=384``.
+
+    Returns:
+        A randomly initialised model.
+
+    Examples:
+        >>> create_model("patchalign3d_tiny", text_dim=384).text_dim
+        384
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {list_models()}")
+    return PatchAlign3D(**{**MODELS[name], **overrides})
+
+
+# ------------------------------------------------------------------------------------------------ freezing
+
+#: Parameter-name patterns trained in Stage 2 (relative to the PatchAlign3D model; ``{last}`` = depth - 1).
+STAGE2_TRAINABLE: dict[str, tuple[str, ...]] = {
+    "paper": ("encoder.blocks.blocks.{last}.", "encoder.norm.", "text_head.", "logit."),
+    "official": (
+        "encoder.blocks.blocks.{last}.",
+        "encoder.norm.",
+        "text_head.",
+        "logit.",
+        "encoder.reduce_dim.",
+        "encoder.cls_token",
+        "encoder.cls_pos",
+    ),
+}
+
+
+def freeze_for_stage2(model: PatchAlign3D, policy: str = "paper", *, freeze_bn_stats: bool = True) -> list[str]:
+    """Freeze ``model`` for Stage 2 and return the names of the parameters left trainable.
+
+    ``policy="paper"`` trains the last Transformer block, the final norm, the text head and the logit
+    scale/bias; ``"official"`` also trains ``reduce_dim``, ``cls_token`` and ``cls_pos`` (the release's
+    ``--train_last_block_only``). With ``freeze_bn_stats`` (default) the frozen tokenizer's BatchNorm stays
+    in eval mode through ``model.train()``; the release lets its running statistics drift (``False``).
+
+    Args:
+        model: the model.
+        policy: ``"paper"`` or ``"official"``.
+        freeze_bn_stats: keep frozen BatchNorm layers in eval mode.
+
+    Returns:
+        Sorted names of the trainable parameters.
+    """
+    if policy not in STAGE2_TRAINABLE:
+        raise ValueError(f"policy must be one of {sorted(STAGE2_TRAINABLE)}, got {policy!r}")
+    last = str(model.encoder.config["depth"] - 1)
+    prefixes = tuple(p.replace("{last}", last) for p in STAGE2_TRAINABLE[policy])
+    trainable = []
+    for name, p in model.named_parameters():
+        keep = name.startswith(prefixes)
+        p.requires_grad_(keep)
+        if keep:
+            trainable.append(name)
+    model.freeze_bn_stats = freeze_bn_stats
+    model.train(model.training)
+    return sorted(trainable)
+
+
