@@ -5,6 +5,7 @@ patch-to-point propagation. Every op is a function plus a thin module; torch-clu
 used when installed, with pure-PyTorch references otherwise.
 """
 
+from . import testing  # noqa: F401 (pa3d_layers.testing: property assertions)
 from .encoder import (
     Attention,
     DropPath,
