@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from pa3d_layers import propagate_to_points
 from pa3d_layers._checks import check_points
 
 from ._common import check_reduction, check_unit_interval, require, resolve_pos_weight, to_scalar_tensor
@@ -183,16 +184,6 @@ def softmax_multi_positive_loss(
     return per_shape.sum() / (count > 0).sum().clamp(min=1).to(per.dtype)
 
 
-def _propagate(
-    values: torch.Tensor, points: torch.Tensor, centers: torch.Tensor, patch_idx: torch.Tensor | None, mode: str
-) -> torch.Tensor:
-    try:
-        from pa3d_layers import propagate_to_points
-    except ImportError as err:  # pragma: no cover - until pa3d_layers ships it
-        raise ImportError("the point_level loss needs pa3d_layers.propagate_to_points") from err
-    return propagate_to_points(values, points, centers, patch_idx=patch_idx, mode=mode)
-
-
 def point_level_sigmoid_loss(
     patch_feats: torch.Tensor,
     text_feats: torch.Tensor,
@@ -262,7 +253,7 @@ def point_level_sigmoid_loss(
     valid = mask[:, None, :].expand(B, N, L)
     check_targets(point_targets, "point_targets", (B, N, L), "(B, N, L)", valid)
     logits = patch_text_logits(patch_feats, text_feats, mask, logit_scale, logit_bias)
-    point_logits = _propagate(logits, points, centers.to(points.dtype), patch_idx, mode)
+    point_logits = propagate_to_points(logits, points, centers.to(points.dtype), patch_idx=patch_idx, mode=mode)
     weight = resolve_pos_weight(pos_weight, mask.sum(dim=1), point_logits)
     per = masked_bce(point_logits, point_targets, valid, weight)
     return reduce_per_shape(per, valid, reduction)
@@ -424,7 +415,9 @@ class PointLevelSigmoidLoss(AlignmentLossBase):
             return loss
         with torch.no_grad():
             logits = patch_text_logits(x["patch_feats"], x["text_feats"], mask, x["logit_scale"], x["logit_bias"])
-            point_logits = _propagate(logits, points, centers.to(points.dtype), outputs.get("patch_idx"), self.mode)
+            point_logits = propagate_to_points(
+                logits, points, centers.to(points.dtype), patch_idx=outputs.get("patch_idx"), mode=self.mode
+            )
             if batch.get("labels") is not None:
                 point_label = torch.where(batch["labels"] == self.ignore_index, -1, batch["labels"])
             else:

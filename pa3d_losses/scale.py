@@ -91,9 +91,9 @@ class LogitScaleBias(nn.Module):
                 self.bias.fill_(self._init[1])
 
     def extra_repr(self) -> str:
-        bias = None if self.bias is None else round(float(self.bias), 4)
+        bias = None if self.bias is None else round(self.bias.detach().item(), 4)
         return (
-            f"mode={self.mode!r}, scale={float(self.log_scale.exp()):.4g}, bias={bias}, "
+            f"mode={self.mode!r}, scale={self.log_scale.detach().exp().item():.4g}, bias={bias}, "
             f"learnable={self.learnable}, max_scale={self.max_scale}"
         )
 

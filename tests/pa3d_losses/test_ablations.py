@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-import pa3d_layers
 from pa3d_losses import (
     BatchNegativesSigmoidLoss,
     HardPatchLabelsSigmoidLoss,
@@ -22,10 +21,7 @@ from pa3d_losses import (
     softmax_multi_positive_loss,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:torch-scatter is not installed")
-needs_propagation = pytest.mark.skipif(
-    not hasattr(pa3d_layers, "propagate_to_points"), reason="pa3d_layers.propagate_to_points has not landed yet"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:torch-(scatter|cluster) is not installed")
 
 
 def _case(seed, B=3, G=5, L=4, D=6, counts=(4, 2, 3), dtype=torch.float64):
@@ -154,7 +150,6 @@ def _nearest_reference(p, t, targets, points, centers, mask, scale, bias):
     return torch.stack(per_shape).mean()
 
 
-@needs_propagation
 def test_point_level_equals_nearest_centre_reference(pair):
     outputs, batch, _ = pair
     L = batch["text_feats"].shape[1]
@@ -186,7 +181,6 @@ def test_point_level_equals_nearest_centre_reference(pair):
     assert set(result) == {"align_loss", "point_acc", "patch_acc", "logit_scale"}
 
 
-@needs_propagation
 def test_point_level_gradcheck():
     g = torch.Generator().manual_seed(4)
     p, t, _, mask = _case(4, B=2, G=3, L=3, D=4, counts=(3, 2))

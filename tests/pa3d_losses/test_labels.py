@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pa3d_layers._backend import WITH_TORCH_SCATTER
 from pa3d_losses import fractional_patch_labels, majority_patch_labels, match_teacher_targets
 
-pytestmark = pytest.mark.filterwarnings("ignore:torch-scatter is not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:torch-(scatter|cluster) is not installed")
 
 
 def _random_case(seed: int, B: int, N: int, G: int, K: int, L: int):

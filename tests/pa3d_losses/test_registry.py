@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import pa3d_layers
 from pa3d_losses import (
     LOSSES,
     CosineDistillationLoss,
@@ -16,7 +15,7 @@ from pa3d_losses import (
     register_loss,
 )
 
-pytestmark = pytest.mark.filterwarnings("ignore:torch-scatter is not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:torch-(scatter|cluster) is not installed")
 
 DEFAULT = "multi_positive_sigmoid"
 # How each registered name relates to the default Stage-2 loss on the shared pair. A newly registered
@@ -30,12 +29,6 @@ RELATION = {
     "joint": "differs",
     "cosine_distillation": "stage1",
 }
-NEEDS_PROPAGATION = {"point_level"}
-
-
-def _skip_if_pending(name):
-    if name in NEEDS_PROPAGATION and not hasattr(pa3d_layers, "propagate_to_points"):
-        pytest.skip("pa3d_layers.propagate_to_points has not landed yet")
 
 
 def test_every_registered_name_is_classified():
@@ -46,7 +39,6 @@ def test_every_registered_name_is_classified():
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_registered_loss_forward_backward(name, make):
-    _skip_if_pending(name)
     outputs, batch, leaves = make(0)
     loss = build_loss(name)
     assert isinstance(loss, nn.Module) and not list(loss.parameters()), "losses hold no parameters"
@@ -72,7 +64,6 @@ def test_registered_loss_forward_backward(name, make):
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_registered_loss_with_overlapping_masks(name, make):
-    _skip_if_pending(name)
     outputs, batch, _ = make(2, masks=True)
     value = build_loss(name)(outputs, batch)
     assert torch.isfinite(value)
@@ -80,7 +71,6 @@ def test_registered_loss_with_overlapping_masks(name, make):
 
 @pytest.mark.parametrize("name", sorted(n for n, r in RELATION.items() if r == "differs"))
 def test_ablation_differs_from_default(name, pair):
-    _skip_if_pending(name)
     outputs, batch, _ = pair
     default = build_loss(DEFAULT)(outputs, batch)
     other = build_loss(name)(outputs, batch)
