@@ -16,6 +16,7 @@ __all__ = ["main", "COMMANDS"]
 #: subcommand -> (module, one-line help). A module provides ``add_arguments(parser)`` and ``run(args)``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pa3d_models.cli", "print versions and which compiled backends are available"),
+    "precompute-teacher": ("pa3d_models.teacher.cli", "render, run a 2D teacher, back-project: cache Stage-1 targets"),
 }
 
 

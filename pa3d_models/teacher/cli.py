@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["add_arguments", "run", "parse_shard", "shape_settings"]
+__all__ = ["add_arguments", "run", "parse_shard", "parse_dataset_kw", "shape_settings"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -49,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, default=32, help="K, points per patch")
     parser.add_argument("--num-points", type=int, default=None, help="points per shape (dataset option)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the dataset's point sampling")
+    parser.add_argument("--dataset-kw", action="append", metavar="KEY=VALUE",
+                        help="extra dataset option (YAML value), repeatable, e.g. categories=[Airplane]")
     parser.add_argument("--fp16", action="store_true", help="store targets as float16")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N shapes (after sharding)")
@@ -68,23 +70,56 @@ def shape_settings(args: argparse.Namespace, teacher_name: str) -> dict[str, Any
         "group_size": args.group_size,
         "num_points": args.num_points,
         "seed": args.seed,
+        "dataset_kw": parse_dataset_kw(args.dataset_kw),
         "dtype": "float16" if args.fp16 else "float32",
     }
 
 
+def parse_dataset_kw(items: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}``, values read as YAML (``3``, ``false``, ``[Airplane, Chair]``).
+
+    Examples:
+        >>> parse_dataset_kw(["num_shapes=3", "categories=[Airplane]"])
+        {'num_shapes': 3, 'categories': ['Airplane']}
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--dataset-kw must be KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+_MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb", ".gltf")
+
+
 def _mesh_of(sample, renderer: str):
-    """The sample's mesh ``(vertices, faces)`` when it has one in the points' frame, else None."""
-    meta = sample.meta or {}
-    vertices, faces = meta.get("vertices"), meta.get("faces")
-    if renderer == "points":
-        return None
-    if vertices is None or faces is None:
-        if renderer == "mesh":
-            raise ValueError(f"--renderer mesh: shape {sample.shape_id!r} carries no mesh (meta vertices/faces)")
-        return None
+    """The sample's mesh ``(vertices, faces, point2face or None)`` when it has one in the points' frame.
+
+    The mesh comes from ``meta["vertices"]``/``meta["faces"]`` or is read from ``meta["path"]``. With
+    ``renderer="auto"`` a missing mesh, or one whose bounding box does not match the points (a transform was
+    applied), falls back to splats; ``renderer="mesh"`` raises instead.
+    """
     import torch
 
-    vertices = torch.as_tensor(vertices, dtype=sample.points.dtype)
+    if renderer == "points":
+        return None
+    meta = sample.meta or {}
+    vertices, faces, face_index = meta.get("vertices"), meta.get("faces"), None
+    path = str(meta.get("path", ""))
+    if (vertices is None or faces is None) and path.lower().endswith(_MESH_SUFFIXES):
+        from pa3d_models.data import read_mesh
+
+        mesh = read_mesh(path)
+        vertices, faces, face_index = mesh.vertices, mesh.faces, mesh.face_index
+    if vertices is None or faces is None:
+        if renderer == "mesh":
+            raise ValueError(f"--renderer mesh: shape {sample.shape_id!r} carries no mesh (meta path/vertices/faces)")
+        return None
+    vertices = torch.as_tensor(vertices).to(sample.points.dtype)
     faces = torch.as_tensor(faces).long()
     lo, hi = sample.points.amin(0), sample.points.amax(0)
     vlo, vhi = vertices.amin(0), vertices.amax(0)
@@ -93,7 +128,12 @@ def _mesh_of(sample, renderer: str):
         if renderer == "mesh":
             raise ValueError(f"shape {sample.shape_id!r}: the points are not in the mesh's frame (transformed?)")
         return None
-    return vertices, faces
+    # point_face_ids index the file's faces; they match triangle ids only for triangle meshes.
+    point2face = meta.get("point_face_ids")
+    if point2face is not None and face_index is not None:
+        if not bool((torch.as_tensor(face_index) == torch.arange(len(face_index))).all()):
+            point2face = None
+    return vertices, faces, None if point2face is None else torch.as_tensor(point2face).long()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,14 +148,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         shard, num_shards = parse_shard(args.shard)
+        dataset_kw = parse_dataset_kw(args.dataset_kw)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         teacher = build_teacher(args.teacher, args.weights, allow_download=args.download,
                                 image_size=args.teacher_size).to(device)
     except (ValueError, MissingWeightsError) as err:
         print(f"pa3d precompute-teacher: {err}", file=sys.stderr)
         return 2
-    kwargs = {"num_points": args.num_points} if args.num_points is not None else {}
-    dataset = build_dataset(args.dataset, args.data, seed=args.seed, **kwargs)
+    if args.num_points is not None:
+        dataset_kw.setdefault("num_points", args.num_points)
+    try:
+        dataset = build_dataset(args.dataset, args.data, seed=args.seed, **dataset_kw)
+    except (ValueError, TypeError) as err:
+        print(f"pa3d precompute-teacher: dataset {args.dataset!r}: {err}", file=sys.stderr)
+        return 2
     indices = list(range(shard, len(dataset), num_shards))
     if args.limit is not None:
         indices = indices[: args.limit]
@@ -143,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                 skipped += 1
                 continue
             mesh = _mesh_of(sample, args.renderer)
-            vertices, faces = mesh if mesh is not None else (None, None)
+            vertices, faces, point2face = mesh if mesh is not None else (None, None, None)
             points = sample.points.float()
             out = compute_patch_targets(
                 points,
@@ -152,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
                 image_size=args.image_size,
                 vertices=vertices,
                 faces=faces,
+                point2face=point2face,
                 normals=sample.normals if mesh is None else None,
                 num_groups=args.num_groups,
                 group_size=args.group_size,

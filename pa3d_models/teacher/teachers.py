@@ -142,17 +142,21 @@ class DINOv2Teacher(nn.Module):
         self.view_batch = view_batch
         path = Path(weights).expanduser() if weights is not None else default_weights_path(arch)
         if path.is_file():
-            self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
             from timm.models.vision_transformer import checkpoint_filter_fn
 
+            with torch.device("meta"):  # no random init: every tensor comes from the file
+                self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
             state = checkpoint_filter_fn(_load_state_dict(path), self.model)
-            self.model.load_state_dict(state)
+            self.model.load_state_dict(state, assign=True)
             self.weights = str(path)
         elif allow_download:
             self.model = timm.create_model(arch, pretrained=True, num_classes=0, dynamic_img_size=True)
             self.weights = f"hub:{self.model.pretrained_cfg.get('hf_hub_id', arch)}"
         else:
-            hub = timm.create_model(arch, pretrained=False).pretrained_cfg.get("hf_hub_id", arch)
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(arch)
+            hub = (cfg.hf_hub_id if cfg is not None else None) or arch
             raise MissingWeightsError(
                 f"DINOv2 teacher weights for {arch!r} not found at {path}. Get them once on a machine with network, "
                 f"e.g. `python -c \"import timm; from safetensors.torch import save_file; "
