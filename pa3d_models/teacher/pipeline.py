@@ -34,13 +34,6 @@ def splat_radius(points: torch.Tensor, *, scale: float = 1.0) -> float:
     return float(dist[0, :, 1].mean()) * scale
 
 
-def _device_of(module: object) -> torch.device | None:
-    if isinstance(module, nn.Module):
-        for tensor in (*module.parameters(), *module.buffers()):
-            return tensor.device
-    return None
-
-
 def render_views(
     points: torch.Tensor,
     cameras: Cameras,
@@ -118,7 +111,7 @@ def compute_patch_targets(
 
     Args:
         points: ``(N, 3)``.
-        teacher: a [Teacher][pa3d_models.teacher.Teacher]; renders are moved to its device.
+        teacher: a [Teacher][pa3d_models.teacher.Teacher] (the library's teachers move images to their device).
         cameras: the views (default: Find3D's ``num_views`` orthographic views).
         num_views: ``V`` when ``cameras`` is None.
         image_size: render side ``S``.
@@ -160,7 +153,6 @@ def compute_patch_targets(
         if pix2face is None or point2face is None:
             raise ValueError("given images need pix2point, or pix2face with point2face (the Find3D form)")
         pix2point = pix2face_to_pix2point(pix2face, point2face)
-    device = _device_of(teacher)
-    features = teacher(images.to(device) if device is not None else images)
+    features = teacher(images)
     feats, _ = point_features(features, pix2point, points, k=k)
     return patch_targets(points.to(feats.device), feats, num_groups=num_groups, group_size=group_size)

@@ -182,15 +182,9 @@ def rasterize_mesh(
 
 
 def _shade(
-    normals: torch.Tensor | None,
-    cameras: Cameras,
-    albedo: torch.Tensor,
-    ambient: float,
-    diffuse: float,
+    normals: torch.Tensor, cameras: Cameras, albedo: torch.Tensor, ambient: float, diffuse: float
 ) -> torch.Tensor:
     """Two-sided Lambertian shading with a headlight: ``albedo * (ambient + diffuse * |n . forward|)``."""
-    if normals is None:
-        return albedo * (ambient + diffuse)
     cos = torch.einsum("v...c,vc->v...", normals, cameras.forward.to(normals)).abs()
     return albedo * (ambient + diffuse * cos)[..., None]
 

@@ -176,10 +176,9 @@ class DINOv2Teacher(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = _check_images(images)
         grid = self.image_size // 14
-        dtype = self.mean.dtype
         out = []
         for chunk in images.split(self.view_batch):
-            x = chunk.to(dtype)
+            x = chunk.to(self.mean)  # the teacher's device and dtype
             if x.shape[-2:] != (self.image_size, self.image_size):
                 x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", align_corners=False)
             x = (x - self.mean) / self.std
@@ -230,7 +229,7 @@ class TinyTeacher(nn.Module):
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         images = _check_images(images)
-        x = (images.to(self.mean.dtype) - self.mean) / self.std
+        x = (images.to(self.mean) - self.mean) / self.std
         return self.proj(F.gelu(self.patchify(x)))
 
 
