@@ -109,21 +109,30 @@ def read_off(path: str | Path) -> Mesh:
         raise DataFormatError(
             path, f"declares {nv} vertices and {nf} faces but holds {len(lines) - pos} rows after the header"
         )
-    vrows = [ln.split()[:3] for ln in lines[pos : pos + nv]]
     try:
-        vertices = np.array(vrows, dtype=np.float64).reshape(nv, 3)
+        tokens = " ".join(lines[pos : pos + nv]).split()
+        if len(tokens) == 3 * nv:  # fast path: plain xyz rows
+            vertices = np.array(tokens, dtype=np.float64).reshape(nv, 3)
+        else:
+            vertices = np.array([ln.split()[:3] for ln in lines[pos : pos + nv]], dtype=np.float64).reshape(nv, 3)
     except ValueError:
         raise DataFormatError(path, "a vertex row does not hold three numbers") from None
     frows = lines[pos + nv : pos + nv + nf]
-    faces, face_index = _faces_from_rows([r.split() for r in frows], path)
+    faces, face_index = _faces_from_rows(frows, path)
     _check_faces(faces, nv, path)
     return Mesh(vertices, faces, face_index)
 
 
-def _faces_from_rows(rows: list[list[str]], path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not rows:
+def _faces_from_rows(lines: list[str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not lines:
         return np.zeros((0, 3), np.int64), np.zeros((0,), np.int64)
-    if all(len(r) >= 4 and r[0] == "3" for r in rows):  # fast path: triangles (colours may follow)
+    flat = " ".join(lines).split()
+    if len(flat) == 4 * len(lines):  # fast path: bare triangles
+        table = _ints(flat, path, "face rows").reshape(-1, 4)
+        if (table[:, 0] == 3).all():
+            return table[:, 1:], np.arange(len(lines), dtype=np.int64)
+    rows = [ln.split() for ln in lines]
+    if all(len(r) >= 4 and r[0] == "3" for r in rows):  # triangles followed by colours
         tri = _ints([t for r in rows for t in r[1:4]], path, "face rows").reshape(-1, 3)
         return tri, np.arange(len(rows), dtype=np.int64)
     faces, index = [], []
