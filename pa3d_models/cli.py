@@ -17,6 +17,8 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("pa3d_models.cli", "print versions and which compiled backends are available"),
     "precompute-teacher": ("pa3d_models.teacher.cli", "render, run a 2D teacher, back-project: cache Stage-1 targets"),
+    "segment": ("pa3d_models.segment", "zero-shot part segmentation of a mesh or point cloud, written as a PLY"),
+    "build-text-bank": ("pa3d_models.segment:build_text_bank_command", "encode part names once into a text bank"),
 }
 
 
@@ -40,7 +42,9 @@ def run(args: argparse.Namespace) -> int:  # the `info` subcommand
 
 def _load(name: str):
     module_name, _ = COMMANDS[name]
-    return importlib.import_module(module_name) if module_name != __name__ else sys.modules[__name__]
+    module_name, _, attr = module_name.partition(":")  # "module:attr" names an object inside a module
+    module = importlib.import_module(module_name) if module_name != __name__ else sys.modules[__name__]
+    return getattr(module, attr) if attr else module
 
 
 def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
