@@ -105,6 +105,11 @@ class PatchEncoder(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(
+                f"num_groups must be an int >= 1 (a fixed G per cloud; the Transformer batches clouds densely), "
+                f"got {num_groups!r}"
+            )
         if in_channels != 3:
             raise ValueError(f"in_channels must be 3 (xyz; extra features are not supported yet), got {in_channels}")
         self._config = dict(

@@ -113,6 +113,11 @@ def test_too_few_points_raise():
         model(torch.rand(1, 10, 3))
 
 
+def test_num_groups_must_be_fixed():
+    with pytest.raises(ValueError, match="num_groups must be an int"):
+        create_model("patchalign3d_tiny", num_groups=None)
+
+
 def test_unknown_model_name_lists_registry():
     with pytest.raises(ValueError, match="patchalign3d_tiny"):
         create_model("patchalign3d_huge")
