@@ -41,6 +41,7 @@ def encoder_flops(
     mlp_ratio: float = 4.0,
     tokenizer_dim: int = 256,
     factorised: bool = False,
+    pos_hidden_dim: int = 128,
     **_: Any,
 ) -> int:
     """Analytic FLOPs of one shape's encoder forward (formula in the module docstring)."""
@@ -53,7 +54,7 @@ def encoder_flops(
         tok = 2 * G * K * (first + 256 * 512 + 512 * C) + 2 * G * 256 * 512
     else:
         tok = 2 * G * K * (first + 512 * 512 + 512 * C)
-    head = 2 * G * C * D + 2 * G * (3 * 128 + 128 * D)
+    head = 2 * G * C * D + 2 * G * (3 * pos_hidden_dim + pos_hidden_dim * D)
     block = 2 * T * (4 * D * D + 2 * D * H) + 4 * T * T * D
     return tok + head + depth * block
 
