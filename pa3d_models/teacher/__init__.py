@@ -9,6 +9,7 @@ from .backproject import PatchTargets, backproject, bicubic_matrix, fill_unseen,
 from .cache import FORMAT, CacheMismatchError, TargetCache, load_targets
 from .cameras import Cameras, find3d_cameras, look_at, orbit_cameras
 from .pipeline import compute_patch_targets, render_views, splat_radius
+from .precompute import PrecomputeSummary, precompute_targets, shape_mesh
 from .render import (
     MeshRender,
     PointRender,
@@ -62,6 +63,10 @@ __all__ = [
     "render_views",
     "compute_patch_targets",
     "splat_radius",
+    # precompute over a dataset
+    "precompute_targets",
+    "PrecomputeSummary",
+    "shape_mesh",
     # cache
     "TargetCache",
     "CacheMismatchError",

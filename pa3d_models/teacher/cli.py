@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any
 
 __all__ = ["add_arguments", "run", "parse_shard", "parse_dataset_kw", "shape_settings"]
@@ -93,57 +92,13 @@ def parse_dataset_kw(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-_MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb", ".gltf")
-
-
-def _mesh_of(sample, renderer: str):
-    """The sample's mesh ``(vertices, faces, point2face or None)`` when it has one in the points' frame.
-
-    The mesh comes from ``meta["vertices"]``/``meta["faces"]`` or is read from ``meta["path"]``. With
-    ``renderer="auto"`` a missing mesh, or one whose bounding box does not match the points (a transform was
-    applied), falls back to splats; ``renderer="mesh"`` raises instead.
-    """
-    import torch
-
-    if renderer == "points":
-        return None
-    meta = sample.meta or {}
-    vertices, faces, face_index = meta.get("vertices"), meta.get("faces"), None
-    path = str(meta.get("path", ""))
-    if (vertices is None or faces is None) and path.lower().endswith(_MESH_SUFFIXES):
-        from pa3d_models.data import read_mesh
-
-        mesh = read_mesh(path)
-        vertices, faces, face_index = mesh.vertices, mesh.faces, mesh.face_index
-    if vertices is None or faces is None:
-        if renderer == "mesh":
-            raise ValueError(f"--renderer mesh: shape {sample.shape_id!r} carries no mesh (meta path/vertices/faces)")
-        return None
-    vertices = torch.as_tensor(vertices).to(sample.points.dtype)
-    faces = torch.as_tensor(faces).long()
-    lo, hi = sample.points.amin(0), sample.points.amax(0)
-    vlo, vhi = vertices.amin(0), vertices.amax(0)
-    tol = 0.05 * float((vhi - vlo).norm())
-    if float((lo - vlo).abs().max()) > tol or float((hi - vhi).abs().max()) > tol:
-        if renderer == "mesh":
-            raise ValueError(f"shape {sample.shape_id!r}: the points are not in the mesh's frame (transformed?)")
-        return None
-    # point_face_ids index the file's faces; they match triangle ids only for triangle meshes.
-    point2face = meta.get("point_face_ids")
-    if point2face is not None and face_index is not None:
-        if not bool((torch.as_tensor(face_index) == torch.arange(len(face_index))).all()):
-            point2face = None
-    return vertices, faces, None if point2face is None else torch.as_tensor(point2face).long()
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from pa3d_models.data import build_dataset
 
     from .cache import CacheMismatchError, TargetCache
-    from .pipeline import compute_patch_targets
+    from .precompute import precompute_targets
     from .teachers import MissingWeightsError, build_teacher
 
     try:
@@ -162,9 +117,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         print(f"pa3d precompute-teacher: dataset {args.dataset!r}: {err}", file=sys.stderr)
         return 2
-    indices = list(range(shard, len(dataset), num_shards))
-    if args.limit is not None:
-        indices = indices[: args.limit]
     settings = shape_settings(args, getattr(teacher, "name", args.teacher))
     try:
         cache = TargetCache(args.out, settings, info={"data": str(args.data), "argv": sys.argv[1:]})
@@ -172,48 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pa3d precompute-teacher: {err}", file=sys.stderr)
         return 2
     dtype = torch.float16 if args.fp16 else torch.float32
-
-    done = skipped = failed = 0
-    seen_ids: set[str] = set()
-    start = time.perf_counter()
-    bar = tqdm(indices, desc="precompute-teacher", unit="shape", file=sys.stderr, dynamic_ncols=True)
-    for index in bar:
-        shape_id = f"index {index}"
-        try:
-            sample = dataset[index]
-            shape_id = sample.shape_id or str(index)
-            if shape_id in seen_ids:
-                raise ValueError(f"duplicate shape_id {shape_id!r}: cache files are named by shape id")
-            seen_ids.add(shape_id)
-            if cache.is_done(shape_id):
-                skipped += 1
-                continue
-            mesh = _mesh_of(sample, args.renderer)
-            vertices, faces, point2face = mesh if mesh is not None else (None, None, None)
-            points = sample.points.float()
-            out = compute_patch_targets(
-                points,
-                teacher,
-                num_views=args.views,
-                image_size=args.image_size,
-                vertices=vertices,
-                faces=faces,
-                point2face=point2face,
-                normals=sample.normals if mesh is None else None,
-                num_groups=args.num_groups,
-                group_size=args.group_size,
-            )
-            cache.write(shape_id, out.centers, out.targets, dtype=dtype)
-            done += 1
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # one bad shape must not stop a long run
-            failed += 1
-            tqdm.write(f"failed: {shape_id}: {type(err).__name__}: {err}", file=sys.stderr)
-        finally:
-            bar.set_postfix(done=done, skipped=skipped, failed=failed, refresh=False)
-    bar.close()
-    seconds = time.perf_counter() - start
-    print(f"precompute-teacher: {done} done, {skipped} skipped, {failed} failed "
-          f"({len(indices)} shapes of shard {shard}/{num_shards}, {seconds:.1f} s) -> {cache.root}")
-    return 1 if failed else 0
+    summary = precompute_targets(
+        dataset, teacher, cache, views=args.views, image_size=args.image_size, renderer=args.renderer,
+        num_groups=args.num_groups, group_size=args.group_size, dtype=dtype, rank=shard, world_size=num_shards,
+        limit=args.limit,
+    )
+    print(f"precompute-teacher: {summary}; shard {shard}/{num_shards} -> {cache.root}")
+    return 1 if summary.failed else 0

@@ -109,6 +109,8 @@ class DINOv2Teacher(nn.Module):
         weights: local weights file (timm/HF ``.safetensors`` or the original ``dinov2_*_pretrain.pth``).
             Default: [default_weights_path][pa3d_models.teacher.default_weights_path].
         allow_download: fetch the weights with timm from the hub when no local file is found (needs network).
+        random_weights_ok: with no weights found (and no download), keep timm's random init instead of raising;
+            ``weights_note`` then says so (for offline demos: the targets carry no DINOv2 knowledge).
         image_size: side of the teacher input; must be a multiple of 14 (518 gives a 37 x 37 grid).
         view_batch: views per forward pass.
 
@@ -125,6 +127,7 @@ class DINOv2Teacher(nn.Module):
         *,
         weights: str | os.PathLike | None = None,
         allow_download: bool = False,
+        random_weights_ok: bool = False,
         image_size: int = 518,
         view_batch: int = 10,
     ) -> None:
@@ -141,6 +144,8 @@ class DINOv2Teacher(nn.Module):
         self.image_size = image_size
         self.view_batch = view_batch
         path = Path(weights).expanduser() if weights is not None else default_weights_path(arch)
+        #: None for real weights; a sentence when the teacher runs on random weights.
+        self.weights_note: str | None = None
         if path.is_file():
             from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -152,6 +157,10 @@ class DINOv2Teacher(nn.Module):
         elif allow_download:
             self.model = timm.create_model(arch, pretrained=True, num_classes=0, dynamic_img_size=True)
             self.weights = f"hub:{self.model.pretrained_cfg.get('hf_hub_id', arch)}"
+        elif random_weights_ok:
+            self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+            self.weights = "random"
+            self.weights_note = f"random weights: no {arch} weights at {path} (pass weights=FILE for real targets)"
         else:
             from timm.models import get_pretrained_cfg
 
@@ -238,6 +247,7 @@ def build_teacher(
     weights: str | os.PathLike | None = None,
     *,
     allow_download: bool = False,
+    random_weights_ok: bool = False,
     image_size: int = 518,
     view_batch: int = 10,
 ) -> nn.Module:
@@ -247,6 +257,7 @@ def build_teacher(
         name: teacher name.
         weights: local weights file for DINOv2 teachers.
         allow_download: let timm fetch DINOv2 weights from the hub.
+        random_weights_ok: build a randomly initialised DINOv2 when no weights are found (``weights_note`` says so).
         image_size: DINOv2 input side (multiple of 14).
         view_batch: views per forward pass (DINOv2).
 
@@ -258,6 +269,7 @@ def build_teacher(
         return TinyTeacher()
     if name in TEACHERS or "dinov2" in name:
         return DINOv2Teacher(
-            name, weights=weights, allow_download=allow_download, image_size=image_size, view_batch=view_batch
+            name, weights=weights, allow_download=allow_download, random_weights_ok=random_weights_ok,
+            image_size=image_size, view_batch=view_batch,
         )
     raise ValueError(f"name must be 'tiny', one of {sorted(TEACHERS)} or a timm DINOv2 architecture, got {name!r}")

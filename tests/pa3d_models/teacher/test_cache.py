@@ -112,3 +112,36 @@ def test_bad_input(tmp_path):
     with pytest.raises(CacheMismatchError, match="is unreadable"):
         TargetCache(tmp_path / "broken", SETTINGS)
     assert cache_module.FORMAT.startswith("pa3d-teacher-targets/")
+
+
+# ------------------------------------------------------------------------------------------- precompute loop
+def shapes(n: int, num_points: int = 128):
+    from pa3d_models.data import PartSample
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        points = F.normalize(torch.randn(num_points, 3, generator=g), dim=-1) * (1 + i)
+        out.append(PartSample(points, torch.zeros(num_points, dtype=torch.long), ["part"], "blob", f"s{i}"))
+    return out
+
+
+def test_precompute_targets_counts_shards_and_failures(tmp_path):
+    from pa3d_models.teacher import TinyTeacher, precompute_targets
+
+    data = shapes(5)
+    data[3].points[0, 0] = float("nan")  # a bad shape fails alone
+    cache = TargetCache(tmp_path, {**SETTINGS, "group_size": 16})
+    teacher = TinyTeacher(6)
+    first = precompute_targets(data, teacher, cache, views=2, image_size=32, rank=1, world_size=2, progress=False)
+    assert (first.done, first.skipped, first.failed) == (1, 0, 1)  # shapes 1 and 3
+    assert str(first).startswith("1 done, 0 skipped, 1 failed")
+    rest = precompute_targets(data, teacher, cache, views=2, image_size=32, progress=False)
+    assert (rest.done, rest.skipped, rest.failed) == (3, 1, 1)
+    for i in (0, 1, 2, 4):
+        entry_i = cache.load(f"s{i}")
+        assert entry_i["centers"].shape == (4, 3) and entry_i["targets"].shape == (4, 6)  # G, K from the settings
+        assert (entry_i["centers"][:, None] - data[i].points[None]).norm(dim=-1).min(1).values.max() == 0
+    assert not cache.path("s3").exists()
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size\)"):
+        precompute_targets(data, teacher, cache, rank=2, world_size=2)

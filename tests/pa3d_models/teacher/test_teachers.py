@@ -50,7 +50,7 @@ def test_dinov2_teacher_loads_a_local_file_and_matches_timm(tmp_path, name, pref
     reference = save_random_dinov2(TEACHERS[name], path)
     teacher = build_teacher(name, path, image_size=28, view_batch=2)
     assert isinstance(teacher, DINOv2Teacher) and isinstance(teacher, Teacher)
-    assert teacher.name == TEACHERS[name] and teacher.feature_dim == 384
+    assert teacher.name == TEACHERS[name] and teacher.feature_dim == 384 and teacher.weights_note is None
     images = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(1))
     out = teacher(images)
     assert out.shape == (3, 384, 2, 2)
@@ -88,3 +88,12 @@ def test_teacher_bad_input(tmp_path):
         build_teacher("clip")
     with pytest.raises(ValueError, match=r"images must be \(V, 3, H, W\) float, got shape \(2, 1, 8, 8\)"):
         TinyTeacher(4)(torch.rand(2, 1, 8, 8))
+
+
+def test_random_weights_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("PA3D_WEIGHTS", str(tmp_path))
+    teacher = build_teacher("dinov2_vits14", random_weights_ok=True, image_size=28)
+    assert teacher.weights_note is not None and "random weights" in teacher.weights_note
+    assert teacher(torch.rand(1, 3, 28, 28)).shape == (1, 384, 2, 2)
+    with pytest.raises(MissingWeightsError):
+        build_teacher("dinov2_vits14", image_size=28)
