@@ -79,8 +79,11 @@ from .transforms import (
     swap_yz,
     up_axis_matrix,
 )
+from .utils import LabelNoise, PartSubset, category_names, corrupt_labels, split_by_category
 
 __all__ = [
+    # training-run helpers
+    "corrupt_labels", "LabelNoise", "PartSubset", "split_by_category", "category_names",
     # samples and base
     "PartSample", "DataFormatError", "clean_part_name", "prompt_names", "PartDataset", "item_generator",
     # datasets
