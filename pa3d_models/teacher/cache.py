@@ -32,17 +32,6 @@ def _settings_json(settings: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(settings), sort_keys=True))  # plain JSON types, comparable
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` and move the result to ``path``; no partial file survives a failure."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def load_targets(path: str | os.PathLike) -> dict[str, Any]:
     """Read one cached shape: ``{"centers": (G, 3), "targets": (G, T), "metadata": {str: str}}``.
 
@@ -156,7 +145,9 @@ class TargetCache:
         self, shape_id: str, centers: torch.Tensor, targets: torch.Tensor, *, dtype: torch.dtype | None = None
     ) -> Path:
         """Store a shape's ``centers (G, 3)`` and ``targets (G, T)`` atomically; returns the file."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
+
+        from pa3d_models.training import atomic_write_bytes
 
         if centers.dim() != 2 or centers.shape[-1] != 3:
             raise ValueError(f"centers must be (G, 3), got {tuple(centers.shape)}")
@@ -168,9 +159,7 @@ class TargetCache:
             "targets": targets.detach().to("cpu", dtype).contiguous(),
         }
         metadata = {**self._metadata, "shape_id": str(shape_id), "feature_dim": str(targets.shape[1])}
-        path = self.path(shape_id)
-        _write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-        return path
+        return atomic_write_bytes(self.path(shape_id), save(tensors, metadata=metadata))
 
     def load(self, shape_id: str) -> dict[str, Any]:
         """Read a shape's entry (see [load_targets][pa3d_models.teacher.load_targets])."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pa3d_layers._checks import check_positive_int
+
 __all__ = ["Cameras", "orbit_cameras", "find3d_cameras", "look_at"]
 
 
@@ -158,8 +160,7 @@ def find3d_cameras(
         >>> len(find3d_cameras())
         10
     """
-    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
-        raise ValueError(f"num_views must be an int >= 1, got {num_views!r}")
+    check_positive_int(num_views, "num_views")
     if len(elevations) == 0:
         raise ValueError("elevations must not be empty")
     azimuths = [-180.0 + 360.0 * i / num_views for i in range(num_views)]

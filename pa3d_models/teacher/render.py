@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from pa3d_layers._checks import check_points, check_rank
+from pa3d_layers._checks import check_points, check_positive_int, check_rank
 
 from .cameras import Cameras
 
@@ -61,12 +61,6 @@ class PointRender(NamedTuple):
     images: torch.Tensor
     pix2point: torch.Tensor
     depth: torch.Tensor
-
-
-def _check_image_size(image_size: object) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be an int >= 1, got {image_size!r}")
-    return image_size
 
 
 def _zbuffer(
@@ -124,7 +118,7 @@ def rasterize_mesh(
     """
     check_points(vertices, "vertices", ragged=True)
     faces = _check_faces(faces, vertices.shape[0])
-    size = _check_image_size(image_size)
+    size = check_positive_int(image_size, "image_size")
     num_views = len(cameras)
     view = cameras.world_to_view(vertices)  # (V, Nv, 3)
     pix = cameras.view_to_pixel(view[..., :2], size)  # (V, Nv, 2) as (col, row)
@@ -276,7 +270,7 @@ def render_points(
         (torch.Size([2, 32, 32]), True)
     """
     check_points(points, "points", ragged=True)
-    size = _check_image_size(image_size)
+    size = check_positive_int(image_size, "image_size")
     if not radius >= 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
     num_views, num_points = len(cameras), points.shape[0]

@@ -84,12 +84,10 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     cache.write("a", *entry(0))
     before = cache.path("a").read_bytes()
 
-    def crash(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
+    def crash(fd):  # interrupted after the bytes went to the temporary file, before it is moved into place
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("safetensors.torch.save_file", crash)
+    monkeypatch.setattr("os.fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         cache.write("a", *entry(1))
     with pytest.raises(KeyboardInterrupt):
