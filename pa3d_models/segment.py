@@ -364,24 +364,37 @@ def run(args: argparse.Namespace) -> int:
 def _bank_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--names", help="text file with one part name per line (# comments allowed)")
-    src.add_argument("--dataset", help="a registered dataset name (pa3d_models.data); needs --data")
-    parser.add_argument("--data", help="dataset root for --dataset")
+    src.add_argument("--dataset", help="a registered dataset name (pa3d_models.data.DATASETS)")
+    parser.add_argument("--data", help="dataset root for --dataset (default: found under $PA3D_DATA)")
+    parser.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
+                        help='dataset keyword (JSON value), e.g. class_choice=\'["Cap"]\' (repeatable)')
     parser.add_argument("--text-model", default="auto", help="text encoder spec (see pa3d segment --help)")
     parser.add_argument("--out", required=True, help="the bank to write (.safetensors)")
 
 
-def _names_from_dataset(name: str, root: str | None) -> list[str]:
-    if not root:
-        raise SegmentError("--dataset needs --data ROOT")
-    try:
-        from .data import build_dataset
-    except ImportError as err:
-        raise SegmentError(f"--dataset needs pa3d_models.data.build_dataset ({err})") from err
-    dataset = build_dataset(name, root)
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SegmentError(f"--dataset-option must be KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _names_from_dataset(name: str, root: str | None, options: dict[str, Any] | None = None) -> list[str]:
+    """Every label text (the dataset's prompt map, else the cleaned names) over all shapes of a dataset."""
+    from .data import build_dataset
+
+    # root None: the dataset's folder under the default data root
+    dataset = build_dataset(name, root, **(options or {}))
     names: list[str] = []
     for i in range(len(dataset)):
         sample = dataset[i]
-        names.extend(sample.prompts if getattr(sample, "prompts", None) else sample.label_names)
+        names.extend(sample.texts if hasattr(sample, "texts") else sample.label_names)
     return names
 
 
@@ -395,7 +408,7 @@ def _bank_run(args: argparse.Namespace) -> int:
                 raise SegmentError(f"--names file {path} does not exist")
             names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         else:
-            names = _names_from_dataset(args.dataset, args.data)
+            names = _names_from_dataset(args.dataset, args.data, _parse_options(args.dataset_option))
         if not names:
             raise SegmentError("no part names to encode")
         encoder = resolve_text_encoder(args.text_model)

@@ -262,6 +262,22 @@ def test_cli_build_text_bank(tmp_path, capsys):
     assert main(["build-text-bank", "--names", str(tmp_path / "none.txt"), "--text-model", "fixed:16",
                  "--out", str(tmp_path / "b2.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["build-text-bank", "--dataset", "synthetic", "--text-model", "fixed:16",
+    assert main(["build-text-bank", "--dataset", "nonesuch", "--data", str(tmp_path), "--text-model", "fixed:16",
                  "--out", str(tmp_path / "b3.safetensors")]) == 2
-    assert "--data ROOT" in capsys.readouterr().err
+    assert "unknown dataset 'nonesuch'" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_cli_build_text_bank_from_a_dataset(shared_data, tmp_path, capsys):
+    root = shared_data / "shapenetpart_cap"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    out = tmp_path / "bank.safetensors"
+    rc = main(["build-text-bank", "--dataset", "shapenetpart", "--data", str(root), "--text-model", "fixed:16",
+               "--dataset-option", 'class_choice=["Cap"]', "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    names = TextBank.load(out).names
+    assert len(names) >= 2 and len(set(names)) == len(names)
+    assert main(["build-text-bank", "--dataset", "shapenetpart", "--dataset-option", "oops", "--text-model",
+                 "fixed:16", "--out", str(out)]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
