@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     settings = shape_settings(args, getattr(teacher, "name", args.teacher))
     try:
-        cache = TargetCache(args.out, settings, info={"data": str(args.data), "argv": sys.argv[1:]})
+        cache = TargetCache(args.out, settings, info={"data": str(args.data), "argv": sys.argv[1:],
+                                                  "weights": getattr(teacher, "weights", None)})
     except CacheMismatchError as err:
         print(f"pa3d precompute-teacher: {err}", file=sys.stderr)
         return 2
