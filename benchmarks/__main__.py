@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
+from .report import to_markdown
 from .runner import DOCS_PAGE, FAMILIES, RESULTS_DIR, run_benchmarks
 
-__all__ = ["main"]
+__all__ = ["main", "render_docs"]
+
+
+def render_docs(results_dir: Path, page: Path) -> int:
+    """Write ``page`` from the newest full-run ``<date>.json`` in ``results_dir``."""
+    full = sorted(f for f in results_dir.glob("*.json") if f.stem.count("-") == 2)
+    if not full:
+        print(f"[bench] no full-run results in {results_dir}", file=sys.stderr)
+        return 1
+    page.write_text(to_markdown(json.loads(full[-1].read_text())))
+    print(f"[bench] wrote {page} from {full[-1]}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="also write the markdown here (default: docs/benchmarks.md for a full run of all families)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    p.add_argument("--render-docs", action="store_true",
+                   help="only regenerate docs/benchmarks.md from the latest full results JSON, measuring nothing")
     args = p.parse_args(argv)
+    if args.render_docs:
+        return render_docs(Path(args.out_dir), Path(args.docs or DOCS_PAGE))
     docs = args.docs
     if docs is None and not (args.quick or args.toy or args.only):
         docs = str(DOCS_PAGE)

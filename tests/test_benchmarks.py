@@ -19,16 +19,16 @@ ROW_KEYS = {"name", "median_ms", "min_ms", "max_ms", "repeats"}
 
 
 def test_harness_toy_run_writes_schema(tmp_path):
-    res = run_benchmarks(["roofline", "losses", "encoder"], toy=True, out_dir=tmp_path, docs_page=tmp_path / "d.md",
-                         log=lambda s: None)
+    families = ["roofline", "losses", "encoder", "accuracy"]
+    res = run_benchmarks(families, toy=True, out_dir=tmp_path, docs_page=tmp_path / "d.md", log=lambda s: None)
     assert res["schema"] == 1 and res["mode"] == "toy"
     assert {"device", "torch", "threads", "torch_cluster"} <= set(res["env"])
-    assert list(res["families"]) == ["roofline", "losses", "encoder"]
+    assert list(res["families"]) == ["roofline", "losses", "encoder", "accuracy"]
     for name, fam in res["families"].items():
         assert "error" not in fam, (name, fam.get("traceback"))
         assert fam["rows"], name
         for row in fam["rows"]:
-            if row.get("skipped"):
+            if row.get("skipped") or name == "accuracy":
                 continue
             assert ROW_KEYS <= set(row), (name, row)
             assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
@@ -38,12 +38,27 @@ def test_harness_toy_run_writes_schema(tmp_path):
     assert {"baseline fp32", "pa3d fp32", "pa3d bf16 autocast"} <= variants
     assert all(isinstance(t["met"], bool) for t in enc["targets"])
     assert all(r["max_abs_diff_vs_baseline"] < 1e-4 for r in enc["rows"] if r["variant"] == "pa3d fp32")
+    acc = res["families"]["accuracy"]["rows"][0]
+    assert acc["train_steps"] >= 1 and 0.0 <= acc["argmax_agreement"] <= 1.0 and -1.0 <= acc["mean_cosine"] <= 1.0
+    assert {t["target"] for t in res["families"]["accuracy"]["targets"]} >= {
+        "bf16 patch features mean cosine to fp32 >= 0.99"}
     files = sorted(p.name for p in tmp_path.iterdir())
     assert any(re.fullmatch(r"\d{4}-\d{2}-\d{2}-toy\.json", f) for f in files), files
     written = json.loads(next(tmp_path.glob("*-toy.json")).read_text())
     assert written["families"].keys() == res["families"].keys()
     md = (tmp_path / "d.md").read_text()
     assert md.startswith("# Benchmarks") and "## Targets" in md and "| encoder B=1 | pa3d fp32 |" in md
+
+
+def test_probe_measures_in_a_fresh_process():
+    from benchmarks._harness import run_probe
+
+    r = run_probe("benchmarks.scaling:measure_forward",
+                  dict(model="patchalign3d_tiny", num_points=256, repeats=1, warmup=0, device="cpu"))
+    assert r["num_groups"] == 32 and r["repeats"] == 1
+    assert r["peak_rss_mb"] >= r["base_rss_mb"] > 0
+    with pytest.raises(RuntimeError, match="probe benchmarks.scaling:nope failed"):
+        run_probe("benchmarks.scaling:nope", {})
 
 
 def test_unknown_family_is_rejected():
