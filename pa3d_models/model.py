@@ -528,6 +528,21 @@ register_model(
     text_dim=64,
 )
 
+register_model(
+    "patchalign3d_small",  # the CPU demo (`make demo`): the paper's architecture, narrower and shallower
+    num_groups=64,
+    group_size=16,
+    tokenizer_dim=128,
+    embed_dim=128,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=4.0,
+    drop_path_rate=0.0,
+    pos_hidden_dim=64,
+    teacher_dim=384,
+    text_dim=384,
+)
+
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
