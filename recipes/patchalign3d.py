@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "amp": "none",
     "batch_size": 16,
     "num_workers": 0,
+    "optimizer": "adamw",
     "weight_decay": 0.05,
     "lr_encoder": 1e-4,
     "lr_head": 5e-4,
@@ -115,7 +116,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Keys whose change makes a checkpoint useless for a resume (others, like epochs or max_minutes, may change).
-RESUME_KEYS = ("model", "num_points", "num_groups", "group_size", "dataset", "seed", "batch_size", "loss",
+RESUME_KEYS = ("model", "optimizer", "num_points", "num_groups", "group_size", "dataset", "seed", "batch_size", "loss",
                "loss_args", "freeze_policy", "scale_mode", "label_noise", "augment", "text_model")
 
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision through torch.autocast")
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], help="AdamW (the paper) or plain SGD")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--lr-encoder", type=float, help="Stage 2: trainable encoder parameters")
     g.add_argument("--lr-head", type=float, help="both stages: the projection heads")
@@ -338,7 +340,8 @@ def train_stage(
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    opt = torch.optim.AdamW(param_groups(model, lrs, default_lr=default_lr, weight_decay=cfg["weight_decay"]))
+    groups = param_groups(model, lrs, default_lr=default_lr, weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(groups) if cfg["optimizer"] == "adamw" else torch.optim.SGD(groups)
     start_epoch, step = 0, 0
     last = stage_dir / "last.pt"
     if cfg["resume"] and last.is_file():
