@@ -31,6 +31,9 @@ __all__ = [
 ]
 
 
+_DENSE_LIMIT = 1 << 24  # entries of the dense weight matrix (64 MB in float32) before switching to sparse
+
+
 def bicubic_matrix(in_size: int, out_size: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """The ``(out_size, in_size)`` matrix of 1-D bicubic upsampling as ``F.interpolate`` does it.
 
@@ -109,13 +112,20 @@ def backproject(
     cell = (v[:, None, None] * h + idx_h[r][:, :, None]) * w + idx_w[c][:, None, :]  # (E, 4, 4)
     value = weight[:, None, None] * tap_h[r][:, :, None] * tap_w[c][:, None, :]
     rows = p[:, None, None].expand_as(cell)
+    grid = features.to(dtype).permute(0, 2, 3, 1).reshape(num_views * h * w, dim)
+    num_cells = num_views * h * w
+    if num_points * num_cells <= _DENSE_LIMIT:
+        # small enough for a dense (N, V*h*w) weight matrix: accumulate without sorting (the sparse path's
+        # coalesce dominated the cost of a demo-sized shape), same sums
+        dense = torch.zeros(num_points * num_cells, dtype=dtype, device=device)
+        dense.index_add_(0, (rows * num_cells + cell).reshape(-1), value.reshape(-1))
+        return dense.view(num_points, num_cells) @ grid, seen
     matrix = torch.sparse_coo_tensor(
         torch.stack([rows.reshape(-1), cell.reshape(-1)]),
         value.reshape(-1),
         (num_points, num_views * h * w),
         check_invariants=False,
     ).coalesce()
-    grid = features.to(dtype).permute(0, 2, 3, 1).reshape(num_views * h * w, dim)
     return torch.sparse.mm(matrix, grid), seen
 
 

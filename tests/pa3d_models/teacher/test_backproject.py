@@ -155,3 +155,19 @@ def test_pipeline_bad_input():
         backproject(torch.randn(1, 3, 2, 2), torch.full((1, 4, 4), 5), 3)
     with pytest.raises(ValueError, match=r"pix2point must be \(V, H, W\) long, got dtype torch.float32"):
         backproject(torch.randn(1, 3, 2, 2), torch.zeros(1, 4, 4), 3)
+
+
+def test_dense_and_sparse_accumulation_agree(monkeypatch):
+    # small shapes take the dense weight matrix; large ones the sparse one: both must give the same sums
+    import importlib
+
+    bp = importlib.import_module("pa3d_models.teacher.backproject")  # the module (the package re-exports a function)
+
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 5, 4, 4, generator=gen, dtype=torch.float64)
+    pix2point = torch.randint(-1, 20, (3, 12, 12), generator=gen)
+    dense, seen_dense = bp.backproject(feats, pix2point, 20)
+    monkeypatch.setattr(bp, "_DENSE_LIMIT", 0)
+    sparse, seen_sparse = bp.backproject(feats, pix2point, 20)
+    assert torch.equal(seen_dense, seen_sparse)
+    assert torch.allclose(dense, sparse, atol=1e-12)
