@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ._io import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import PatchAlign3D
@@ -48,20 +49,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     Readers never see a partial file; on any error the temporary file is removed and ``path`` is
     untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def save_pretrained(model: PatchAlign3D, directory: str | os.PathLike) -> Path:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -28,6 +27,8 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._io import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -529,18 +530,6 @@ def resolve_text_encoder(
 # ---------------------------------------------------------------------------------------------- bank
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class TextBank:
     """Part names -> embeddings, with the identity of the encoder that made them.
 
@@ -624,7 +613,7 @@ class TextBank:
         meta = {"names": self.names, "encoder": self.encoder, "templates": list(self.templates), "format": 1}
         data = save({"embeddings": self.embeddings}, metadata={"pa3d_text_bank": json.dumps(meta)})
         path = Path(path)
-        _atomic_write_bytes(path, data)
+        atomic_write_bytes(path, data)
         return path
 
     @classmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._io import atomic_write_with
 from .base import PartDataset
 from .sample import PartSample
 
@@ -669,11 +669,7 @@ class SyntheticPartDataset(PartDataset):
         data = generate_synthetic(self.num_shapes, seed=self.seed, split=self.split, num_points=self.points_per_shape)
         if cache:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, **data)
-                os.replace(tmp, path)
+                atomic_write_with(path, lambda fh: np.savez(fh, **data))
                 self.cache_path = path
             except OSError as err:
                 warnings.warn(f"could not write the synthetic cache to {path}: {err}", stacklevel=3)

@@ -110,3 +110,11 @@ def test_jsonl_logger_writes_one_object_per_line(tmp_path):
     silent = JsonlLogger(tmp_path / "other.jsonl", enabled=False)
     silent.log({"x": 1})
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    # mkstemp creates 0600 files; caches and checkpoints must be readable like any other file
+    from pa3d_models._io import _UMASK
+
+    path = atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK
