@@ -30,7 +30,7 @@ from .readers import (
     sample_surface,
 )
 from .registry import DATA_SUBDIRS, DATASETS, build_dataset, default_data_root
-from .sample import DataFormatError, PartSample, clean_part_name, prompt_names
+from .sample import DataFormatError, PartSample, prompt_names, readable_part_name
 from .sampling import (
     FPSSample,
     MaskAwareSample,
@@ -85,7 +85,7 @@ __all__ = [
     # training-run helpers
     "corrupt_labels", "LabelNoise", "PartSubset", "split_by_category", "category_names",
     # samples and base
-    "PartSample", "DataFormatError", "clean_part_name", "prompt_names", "PartDataset", "item_generator",
+    "PartSample", "DataFormatError", "readable_part_name", "prompt_names", "PartDataset", "item_generator",
     # datasets
     "SyntheticPartDataset", "ShapeNetPartDataset", "LPSBDataset", "PartNetDataset", "PartNetEDataset",
     "ScanObjectNNPartDataset", "ObjaverseGeneralDataset", "Find3DDataset", "FaustNpzDataset",

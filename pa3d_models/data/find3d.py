@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .base import PartDataset
-from .sample import DataFormatError, PartSample, clean_part_name
+from .sample import DataFormatError, PartSample, readable_part_name
 
 __all__ = ["Find3DDataset", "merge_named_masks"]
 
@@ -129,8 +129,8 @@ class Find3DDataset(PartDataset):
         names = label_file.read_text(encoding="utf-8").splitlines()
         label_masks, label_names, labels = merge_named_masks(masks, names)
         if self.exclude_category_label:
-            cat = clean_part_name(category)
-            keep = [i for i, n in enumerate(label_names) if clean_part_name(n) != cat]
+            cat = readable_part_name(category)
+            keep = [i for i, n in enumerate(label_names) if readable_part_name(n) != cat]
             if len(keep) < len(label_names):
                 label_masks, label_names, labels = merge_named_masks(label_masks[keep], [label_names[i] for i in keep])
         if not label_names:

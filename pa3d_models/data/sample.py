@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PartSample", "DataFormatError", "clean_part_name", "prompt_names"]
+__all__ = ["PartSample", "DataFormatError", "readable_part_name", "prompt_names"]
 
 
 class DataFormatError(ValueError):
@@ -52,7 +52,7 @@ class PartSample:
         normals: optional `(N, 3)` float32.
         colors: optional `(N, 3)` float32 in [0, 1].
         prompts: optional text to prompt for each label (`(L,)` strings); `None` means
-            `clean_part_name(name)` for each name. A dataset's text map fills it (`backsupport` -> "backrest").
+            `readable_part_name(name)` for each name. A dataset's text map fills it (`backsupport` -> "backrest").
         meta: anything else. Keys starting with `point_` hold per-point `(N, ...)` tensors that sampling indexes
             together with the points (e.g. `point_face_ids`).
 
@@ -130,7 +130,7 @@ class PartSample:
         """The text to prompt for each label: `prompts`, or the cleaned `label_names`."""
         if self.prompts is not None:
             return list(self.prompts)
-        return [clean_part_name(n) for n in self.label_names]
+        return [readable_part_name(n) for n in self.label_names]
 
     def masks(self) -> torch.Tensor:
         """`(L, N)` bool label masks: `label_masks` when given, else one-hot of `labels`."""
@@ -169,11 +169,13 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _DIGITS = re.compile(r"(?<=[A-Za-z])(?=\d)")
 
 
-def clean_part_name(name: str) -> str:
-    """A raw part name as plain words: camelCase and digits split, `_`/`-` and punctuation to spaces, lowercase.
+def readable_part_name(name: str) -> str:
+    """A raw dataset part name as plain words for a prompt: camelCase and digits split, `_`/`-` and punctuation
+    to spaces, lowercase. (`pa3d_models.clean_part_name` is the official release's lighter cleaning, applied
+    to any text before it is encoded; it leaves these words unchanged.)
 
     Examples:
-        >>> clean_part_name("lowerArm"), clean_part_name("back_soft_surface"), clean_part_name("finger1")
+        >>> readable_part_name("lowerArm"), readable_part_name("back_soft_surface"), readable_part_name("finger1")
         ('lower arm', 'back soft surface', 'finger 1')
     """
     text = _DIGITS.sub(" ", _CAMEL.sub(" ", str(name).strip()))
@@ -183,7 +185,7 @@ def clean_part_name(name: str) -> str:
 
 def prompt_names(label_names: list[str], text_map: dict[str, str] | None = None, *, category: str = "") -> list[str]:
     """The prompt text of each label name: `text_map["Category/name"]`, else `text_map["name"]`, else
-    `clean_part_name(name)`. Names themselves are never changed.
+    `readable_part_name(name)`. Names themselves are never changed.
 
     Examples:
         >>> prompt_names(["backsupport", "leg"], {"backsupport": "backrest"})
@@ -195,5 +197,5 @@ def prompt_names(label_names: list[str], text_map: dict[str, str] | None = None,
     out = []
     for name in label_names:
         key = f"{category}/{name}"
-        out.append(text_map[key] if key in text_map else text_map.get(name, clean_part_name(name)))
+        out.append(text_map[key] if key in text_map else text_map.get(name, readable_part_name(name)))
     return out

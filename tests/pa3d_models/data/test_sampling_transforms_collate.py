@@ -25,7 +25,6 @@ from pa3d_models.data import (
     RandomTranslate,
     SwapYZ,
     UpAxis,
-    clean_part_name,
     collate_dense,
     collate_ragged,
     euler_rotation_matrix,
@@ -34,6 +33,7 @@ from pa3d_models.data import (
     official_augmentation,
     prompt_names,
     random_sample,
+    readable_part_name,
 )
 
 warnings.filterwarnings("ignore", message=".*torch-cluster is not installed.*")
@@ -73,7 +73,7 @@ def test_select_keeps_per_point_fields_aligned():
 
 
 def test_prompt_text_is_separate_from_names():
-    assert clean_part_name("upperLeg") == "upper leg" and clean_part_name("chair_back") == "chair back"
+    assert readable_part_name("upperLeg") == "upper leg" and readable_part_name("chair_back") == "chair back"
     assert prompt_names(["support", "leg"], {"Chair/support": "seat"}, category="Table") == ["support", "leg"]
 
 
