@@ -5,13 +5,23 @@ Flat re-exports: ``from pa3d_models import create_model, OpenCLIPTextEncoder, lo
 
 __version__ = "0.1.0"
 
-from . import data, teacher  # noqa: E402 - subpackages (owned by the data and teacher issues)
+from . import data, metrics, reference, report, teacher, training, viz  # noqa: E402, F401 - subpackages and modules
 from .checkpoint import (  # noqa: E402
     load_checkpoint,
     load_official_checkpoint,
     load_pretrained,
     resolve_checkpoint,
     save_pretrained,
+)
+from .evaluate import evaluate_segmentation  # noqa: E402
+from .metrics import (  # noqa: E402
+    IOU_CONVENTIONS,
+    SegmentationMeter,
+    category_miou,
+    instance_miou,
+    patch_accuracy,
+    point_accuracy,
+    shape_iou,
 )
 from .model import (  # noqa: E402
     MODELS,
@@ -62,4 +72,12 @@ __all__ = [
     "load_official_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
+    "evaluate_segmentation",
+    "SegmentationMeter",
+    "IOU_CONVENTIONS",
+    "shape_iou",
+    "instance_miou",
+    "category_miou",
+    "point_accuracy",
+    "patch_accuracy",
 ]
