@@ -135,10 +135,12 @@ def _fps_torch(points: Tensor, num_samples: int, mask: Tensor | None, start: Ten
         dist.masked_fill_(~mask, -math.inf)
     out = torch.empty(b, num_samples, dtype=torch.long, device=points.device)
     rows = torch.arange(b, device=points.device)
+    # Channels-first for the loop: a sum over a leading axis of size F is far faster than over the last.
+    pts_t = points.transpose(1, 2).contiguous()  # (B, F, N)
     cur = start
     for i in range(num_samples):
         out[:, i] = cur
-        d = (points - points[rows, cur].unsqueeze(1)).pow(2).sum(-1)
+        d = (pts_t - points[rows, cur].unsqueeze(2)).square_().sum(1)
         dist = torch.minimum(dist, d)
         cur = dist.argmax(dim=1)
     return out
