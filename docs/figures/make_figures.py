@@ -1,15 +1,17 @@
 """Generate the documentation figures into docs/images/ (committed; rerun after changing the library).
 
-    .venv/bin/python docs/figures/make_figures.py              # all figures (the segmented one trains ~3 min)
+    .venv/bin/python docs/figures/make_figures.py              # all figures (the segmented one trains ~6 min)
     .venv/bin/python docs/figures/make_figures.py pipeline patches
 
 - ``pipeline.png``: the PatchAlign3D pipeline (patches -> tokens -> Transformer -> the two heads), drawn with
   matplotlib boxes and arrows.
 - ``patches.png``: a synthetic chair with its parts, the FPS centres, the points coloured by the patch whose
   centre is nearest, and one patch's fractional labels.
-- ``segmented.png``: zero-shot segmentation of held-out synthetic shapes by the tiny model after a short run
-  of the recipe on the embedded synthetic data (fixed text vectors: part names seen in training), next to
-  the ground truth. Small and CPU-only: it illustrates the output, it is not a benchmark.
+- ``segmented.png``: segmentation of held-out synthetic shapes (of the training categories) by the tiny model
+  after a short run of the recipe on the embedded synthetic data (fixed text vectors: part names seen in
+  training; Stage 2 fine-tunes the whole encoder, `--freeze-policy none`), next to the ground truth. Small
+  and CPU-only: it illustrates the output, it is not a benchmark (the run's held-out mIoU was 69.7 on the
+  training categories, 43.9 on the held-out categories).
 
 Everything is seeded; the PNGs are written atomically, small (low dpi).
 """
