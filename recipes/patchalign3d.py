@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "train_split": None,
     "model": "patchalign3d_small",
     "num_points": 1024,
+    "normalize": "unit_sphere",
+    "swap_yz": False,
     "num_groups": None,
     "group_size": None,
     "seed": 0,
@@ -140,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-shapes", type=int, help="synthetic: held-out shapes of the training categories")
     g.add_argument("--heldout-shapes", type=int, help="synthetic: shapes of the held-out categories")
     g.add_argument("--num-points", type=int, help="points per training shape (N)")
+    g.add_argument("--normalize", choices=["unit_sphere", "box", "none"],
+                   help="real data: centre and scale before the model (predictions stay in file coordinates)")
+    g.add_argument("--swap-yz", action=argparse.BooleanOptionalAction,
+                   help="the official release's Y/Z swap (a reflection) before the model")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, help="official augmentation (p=0.9)")
     g.add_argument("--label-noise", type=float, help="fraction of training points given another name of the shape")
     g.add_argument("--num-workers", type=int, help="DataLoader workers")
@@ -228,29 +234,45 @@ def check_config(cfg: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- data
+def model_transform(cfg: dict[str, Any], *, train: bool):
+    """What real data goes through before the model: normalisation, the optional Y/Z swap, augmentation."""
+    from pa3d_models.data import Compose, NormalizeBox, NormalizeUnitSphere, SwapYZ, official_augmentation
+
+    steps = {"unit_sphere": [NormalizeUnitSphere()], "box": [NormalizeBox()], "none": []}[cfg["normalize"]]
+    if cfg["swap_yz"]:
+        steps.append(SwapYZ())
+    if train and cfg["augment"]:
+        steps.append(official_augmentation())
+    return Compose(steps) if steps else None
+
+
 def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
     """name -> dataset of PartSamples: 'train' plus the evaluation sets."""
     from pa3d_models.data import SyntheticPartDataset, build_dataset
 
     n = cfg["num_points"]
-    if cfg["dataset"] == "synthetic":
+    if cfg["dataset"] == "synthetic":  # already centred in the unit sphere
         kw = {"seed": cfg["seed"], "num_points": n}
+        augment = model_transform({**cfg, "normalize": "none", "swap_yz": False}, train=True)
         return {
-            "train": SyntheticPartDataset(cfg["train_shapes"], split="train", **kw),
+            "train": SyntheticPartDataset(cfg["train_shapes"], split="train", transform=augment, **kw),
             "heldout_shapes": SyntheticPartDataset(cfg["eval_shapes"], split="test", **kw),
             "heldout_categories": SyntheticPartDataset(cfg["heldout_shapes"], split="heldout_categories", **kw),
         }
     sets: dict[str, Any] = {}
+    kw = {"seed": cfg["seed"], "num_points": n}
     if cfg["train_root"]:
-        train = build_dataset(cfg["dataset"], cfg["train_root"], seed=cfg["seed"], num_points=n)
+        train = build_dataset(cfg["dataset"], cfg["train_root"], transform=model_transform(cfg, train=True), **kw)
         if cfg["train_split"]:
-            first, second = split_by_category(train)
-            train, held = (first, second) if cfg["train_split"] == "first_half" else (second, first)
+            # the evaluated half is read without the model's transform: predictions stay in file coordinates
+            raw = build_dataset(cfg["dataset"], cfg["train_root"], **kw)
+            (first, second), (raw_first, raw_second) = split_by_category(train), split_by_category(raw)
+            train, held = (first, raw_second) if cfg["train_split"] == "first_half" else (second, raw_first)
             sets["eval"] = held
         sets["train"] = train
     if cfg["eval_root"] or "eval" not in sets:
         root = cfg["eval_root"] or cfg["train_root"]
-        sets["eval"] = build_dataset(cfg["eval_dataset"] or cfg["dataset"], root, seed=cfg["seed"], num_points=n)
+        sets["eval"] = build_dataset(cfg["eval_dataset"] or cfg["dataset"], root, **kw)
     return sets
 
 
@@ -530,6 +552,7 @@ def evaluate_all(models, datasets, bank, cfg, out: Path, say) -> dict[str, dict[
             primary = run == first_run
             results[run][name] = summary = evaluate_segmentation(
                 model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
+                transform=None if cfg["dataset"] == "synthetic" else model_transform(cfg, train=False),
                 convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
                 predictions_dir=out / "predictions" if primary and name == first_set else None,
             )

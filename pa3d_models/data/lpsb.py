@@ -164,17 +164,24 @@ class LPSBDataset(PartDataset):
         if not self.items:
             raise DataFormatError(root, f"no shapes found in categories {self.categories}")
         self.label_names = {c: sorted(n) for c, n in names.items()}
+        self._meshes: dict[Path, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def _read(self, off: Path, lab: Path):
+        # parsing an OFF file dominates an epoch over L-PSB; meshes are small, so keep them once read
+        if off not in self._meshes:
+            mesh = read_off(off)
+            if len(mesh.faces) == 0:
+                raise DataFormatError(off, "mesh has no faces")
+            num_faces = int(mesh.face_index.max()) + 1 if len(mesh.face_index) else 0
+            self._meshes[off] = (mesh, num_faces, read_lpsb_labels(lab, num_faces))
+        return self._meshes[off]
+
     def load(self, index: int) -> PartSample:
         cat, off, lab = self.items[index]
-        mesh = read_off(off)
-        if len(mesh.faces) == 0:
-            raise DataFormatError(off, "mesh has no faces")
-        num_faces = int(mesh.face_index.max()) + 1 if len(mesh.face_index) else 0
-        parts = read_lpsb_labels(lab, num_faces)
+        mesh, num_faces, parts = self._read(off, lab)
         names = self.label_names[cat]
         face_label = np.full(num_faces, -1, dtype=np.int64)
         for name, ids in parts.items():
