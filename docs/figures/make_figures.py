@@ -49,6 +49,7 @@ def _save(fig, name: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=IMAGES, suffix=".tmp")
     with os.fdopen(fd, "wb") as fh:
         fh.write(buf.getvalue())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600
     os.replace(tmp, path)
     print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KiB)")
     return path
