@@ -32,8 +32,7 @@ class LogitScaleBias(nn.Module):
         learnable: parameters (True) or fixed buffers (False).
         max_scale: upper clamp on $s$ (None for no clamp).
 
-    Returns:
-        ``forward()`` gives ``(scale, bias)``: 0-dim tensors, bias None in official mode.
+    ``forward()`` gives ``(scale, bias)``: 0-dim tensors, bias None in official mode.
 
     Shape:
         - scale: ``()``; bias: ``()`` or None.

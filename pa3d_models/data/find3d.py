@@ -72,8 +72,13 @@ class Find3DDataset(PartDataset):
         split: `"train"`, `"val"` or the path of a list file.
         exclude_category_label: drop a label whose cleaned name equals the cleaned category (the official
             `--exclude_category_label`).
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`
-            (`sampler=MaskAwareSample(2048)` is the official sampling).
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`
+            (`MaskAwareSample(2048)` is the official sampling).
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
 
     Raises:
         DataFormatError: a missing root or split file, an empty split, or (when loading) missing or

@@ -108,8 +108,11 @@ class LPSBDataset(PartDataset):
         root: the folder of category folders (`.../LabeledDB_new`), or its parent.
         categories: the categories to load (default: all found, sorted).
         num_points: points sampled per mesh.
-        seed, sampler, transform, on_error, text_map: as in `PartDataset` (`sampler` runs after surface
-            sampling).
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample`, run after the surface sampling.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
 
     Raises:
         DataFormatError: a missing root, a missing category, a category with no shapes, an `.off` without its

@@ -56,7 +56,12 @@ class ScanObjectNNPartDataset(PartDataset):
         remap_labels: apply COPS' id remapping.
         filter_background: keep only the points of the main object (the most frequent instance id other
             than 0, 1, 2), as COPS' default.
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`.
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
     """
 
     def __init__(
@@ -152,7 +157,12 @@ class ObjaverseGeneralDataset(PartDataset):
     Args:
         root: the benchmark root, or one subset folder.
         subsets: which of `seenclass`, `unseen`, `shapenetpart` (default: all found).
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`.
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
     """
 
     SUBSETS = ("seenclass", "unseen", "shapenetpart")
@@ -218,9 +228,14 @@ class FaustNpzDataset(PartDataset):
     Args:
         paths: a folder (its `*.npz`), a glob pattern, a file, or a list of these.
         category: the category of shapes whose file has none (FAUST: `"human"`).
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`. (The official
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`. The official
             evaluation draws 2048 points, with replacement only when a shape has fewer:
-            `sampler=RandomSample(2048, replace=True)` for those.)
+            `sampler=RandomSample(2048, replace=True)` for those.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
     """
 
     def __init__(

@@ -70,7 +70,12 @@ class PartNetDataset(PartDataset):
     Args:
         root: an object folder or a folder of them (e.g. PartNet-Mobility's `assets/`).
         level: `"leaf"` (default) or a hierarchy depth (1 = `chair_back`, `chair_seat`, ...).
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`.
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
     """
 
     def __init__(
@@ -157,7 +162,12 @@ class PartNetEDataset(PartDataset):
             parent and grandparent unless `meta_file` is given.
         categories: categories to keep (default all found).
         meta_file: path of `PartNetE_meta.json`.
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`.
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
     """
 
     def __init__(

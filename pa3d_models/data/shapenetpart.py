@@ -93,7 +93,12 @@ class ShapeNetPartDataset(PartDataset):
         split: `"train"`, `"val"`, `"test"`, `"trainval"` or a list of these.
         class_choice: category names to keep (e.g. `["Cap"]`); default all 16.
         prompt_set: `"pa3d"` (prompts = label names) or `"find3d"` (Find3D's names as prompts).
-        num_points, seed, sampler, transform, on_error, text_map: as in `PartDataset`.
+        num_points: fixed number of points per shape (a seeded random subset); None keeps every point.
+        seed: base seed of the per-item generators.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        on_error: `"raise"` or `"skip"` (skip unreadable shapes with a warning, recorded in `skipped`).
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
 
     Raises:
         DataFormatError: a missing root or split file, an empty split, or (with `on_error="raise"`) split

@@ -610,7 +610,9 @@ class SyntheticPartDataset(PartDataset):
         cache_dir: folder of the on-disk cache (default `$PA3D_CACHE/synthetic` or `~/.cache/pa3d/synthetic`).
         cache: read and write the cache; the file name holds the generator version, split, seed and sizes,
             and is written atomically.
-        sampler, transform, text_map: as in `PartDataset`.
+        sampler: callable `(sample, generator=None) -> PartSample` used instead of `num_points`.
+        transform: callable `(sample, generator=None) -> PartSample` applied last.
+        text_map: prompt text per raw label name, merged over the dataset's `TEXT_MAP`.
 
     Each item is a `PartSample` whose `label_names` list every part of its category
     (`SYNTHETIC_PART_NAMES`), `category` is the category name and `shape_id` is `"<split>_<i>"`.
