@@ -247,6 +247,20 @@ def test_knn_and_grouping_cluster_equals_torch(dtype):
     assert torch.equal(knn(dense, q, 7, backend="torch"), knn(dense, q, 7, backend="cluster"))
 
 
+@given(seed=seeds, sizes=st.lists(st.integers(1, 40), min_size=1, max_size=4), data=st.data())
+def test_fps_and_knn_cluster_equal_torch_property(seed, sizes, data):
+    pytest.importorskip("torch_cluster")
+    pos, batch = ragged(seed, sizes)
+    s = data.draw(st.integers(1, min(sizes)))
+    assert torch.equal(fps(pos, s, batch=batch, backend="torch"), fps(pos, s, batch=batch, backend="cluster"))
+    k = data.draw(st.integers(1, min(sizes)))
+    y, by = ragged(seed + 1, [max(1, n // 2) for n in sizes])
+    a = knn(pos, y, k, batch_x=batch, batch_y=by, backend="torch")
+    b = knn(pos, y, k, batch_x=batch, batch_y=by, backend="cluster")
+    assert torch.equal(a, b)
+    assert_knn_matches_brute_force(pos, y, b, batch_x=batch, batch_y=by)
+
+
 def test_auto_backend_warns_once_without_extension(monkeypatch):
     from pa3d_layers import _backend
 

@@ -155,7 +155,7 @@ def test_encoder_init():
     w = enc.blocks[0].mlp.fc1.weight
     w = w.detach()
     assert abs(float(w.std()) - 0.02) < 0.002 and float(w.abs().max()) <= 2.0
-    assert float(enc.blocks[0].mlp.fc1.bias.abs().max()) == 0.0
+    assert float(enc.blocks[0].mlp.fc1.bias.detach().abs().max()) == 0.0
     assert torch.equal(enc.blocks[0].norm1.weight, torch.ones(384))
     assert torch.equal(enc.cls_token, torch.zeros(1, 1, 384))
     assert 0.8 < float(enc.cls_pos.std()) < 1.2
