@@ -31,8 +31,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 CONSTRAINTS="$VENV/constraints.txt"
 printf '%s\n%s\n' "$TORCH_PIN" "$TORCHVISION_PIN" > "$CONSTRAINTS"
 
-step "1/4 build tools (pip, setuptools, wheel, ninja: parallel compilation of the extensions)"
-"${PIP[@]}" install -q --upgrade pip setuptools wheel ninja
+step "1/4 build tools (pip, setuptools, wheel)"
+"${PIP[@]}" install -q --upgrade pip setuptools wheel
 
 step "2/4 $TORCH_PIN $TORCHVISION_PIN (a large download on a first run)"
 "${PIP[@]}" install -q "$TORCH_PIN" "$TORCHVISION_PIN"
