@@ -2,7 +2,7 @@
 # Create .venv and install the whole pa3d stack in the one order that works on a CPU machine:
 #   1. torch + torchvision, pinned exactly (the compiled extensions below are built against this torch);
 #   2. torch-scatter + torch-cluster with --no-build-isolation (their build imports torch; no wheels exist,
-#      so they compile from source, ~12 minutes on 2 cores; pip caches the built wheels for next time);
+#      so they compile from source, one file at a time: ~30 minutes measured on 2 cores; pip caches the wheels);
 #   3. pa3d itself, editable, with the dev, docs and offline-text extras, constrained to the same torch.
 # Idempotent: a stamp records what was installed; a second run with nothing changed returns at once.
 set -euo pipefail
@@ -41,7 +41,7 @@ if "$VENV/bin/python" -c "import torch_scatter, torch_cluster" 2>/dev/null; then
     step "3/4 torch-scatter and torch-cluster already importable"
 else
     step "3/4 torch-scatter + torch-cluster: compiled from source against $TORCH_PIN"
-    step "    (no wheels exist; ~12 minutes on 2 cores the first time, seconds once pip has cached them)"
+    step "    (no wheels exist: about 30 minutes measured on a 2-core machine the first time, seconds once pip has cached them)"
     MAX_JOBS=${MAX_JOBS:-2} "${PIP[@]}" install --no-build-isolation -c "$CONSTRAINTS" torch-scatter torch-cluster
 fi
 
