@@ -25,6 +25,7 @@ from .alignment import (
     PosWeight,
     _accuracy,
     check_alignment_inputs,
+    check_patch_text_targets,
     check_targets,
     masked_bce,
     patch_text_logits,
@@ -96,11 +97,8 @@ def batch_negatives_sigmoid_loss(
         torch.Size([])
     """
     check_reduction(reduction)
-    patch_feats, text_feats, mask = check_alignment_inputs(patch_feats, text_feats, text_mask)
-    B, G, _ = patch_feats.shape
-    L = text_feats.shape[1]
-    own_valid = mask[:, None, :].expand(B, G, L)
-    check_targets(targets, "targets", (B, G, L), "(B, G, L)", own_valid)
+    patch_feats, text_feats, mask, own_valid = check_patch_text_targets(patch_feats, text_feats, targets, text_mask)
+    B, G, L = own_valid.shape
     flat_text = text_feats.reshape(1, B * L, -1).expand(B, B * L, -1)
     flat_mask = mask.reshape(1, B * L).expand(B, B * L)
     logits = patch_text_logits(patch_feats, flat_text, flat_mask, logit_scale, logit_bias).view(B, G, B, L)
@@ -161,11 +159,8 @@ def softmax_multi_positive_loss(
         torch.Size([])
     """
     check_reduction(reduction)
-    patch_feats, text_feats, mask = check_alignment_inputs(patch_feats, text_feats, text_mask)
-    B, G, _ = patch_feats.shape
-    L = text_feats.shape[1]
-    valid = mask[:, None, :].expand(B, G, L)
-    check_targets(targets, "targets", (B, G, L), "(B, G, L)", valid)
+    patch_feats, text_feats, mask, valid = check_patch_text_targets(patch_feats, text_feats, targets, text_mask)
+    B, G, L = valid.shape
     logits = patch_text_logits(patch_feats, text_feats, mask, logit_scale, None)
     zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
     logp = torch.where(valid, logits, torch.full_like(logits, float("-inf"))).log_softmax(dim=-1)

@@ -62,6 +62,21 @@ def check_targets(targets: object, name: str, shape: tuple[int, ...], layout: st
     return targets
 
 
+def check_patch_text_targets(
+    patch_feats: object, text_feats: object, targets: object, text_mask: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Input checks shared by the patch-text losses.
+
+    Returns ``patch_feats``, ``text_feats``, ``text_mask (B, L)`` and the validity ``(B, G, L)`` of every
+    (patch, text) pair, after checking ``targets (B, G, L)`` against it.
+    """
+    patch_feats, text_feats, mask = check_alignment_inputs(patch_feats, text_feats, text_mask)
+    B, G, _ = patch_feats.shape
+    valid = mask[:, None, :].expand(B, G, text_feats.shape[1])
+    check_targets(targets, "targets", tuple(valid.shape), "(B, G, L)", valid)
+    return patch_feats, text_feats, mask, valid
+
+
 def patch_text_logits(
     patch_feats: torch.Tensor,
     text_feats: torch.Tensor,
@@ -168,11 +183,8 @@ def multi_positive_sigmoid_loss(
         torch.Size([])
     """
     check_reduction(reduction)
-    patch_feats, text_feats, mask = check_alignment_inputs(patch_feats, text_feats, text_mask)
-    B, G, _ = patch_feats.shape
-    L = text_feats.shape[1]
-    valid = mask[:, None, :].expand(B, G, L)
-    check_targets(targets, "targets", (B, G, L), "(B, G, L)", valid)
+    patch_feats, text_feats, mask, valid = check_patch_text_targets(patch_feats, text_feats, targets, text_mask)
+    B, G, L = valid.shape
     logits = patch_text_logits(patch_feats, text_feats, mask, logit_scale, logit_bias)
     weight = resolve_pos_weight(pos_weight, mask.sum(dim=1), logits)
     per = masked_bce(logits, targets, valid, weight)
