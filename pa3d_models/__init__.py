@@ -44,6 +44,7 @@ from .text import (  # noqa: E402
     TextEncoder,
     clean_part_name,
     resolve_text_encoder,
+    text_embeddings,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "resolve_text_encoder",
     "TextBank",
     "clean_part_name",
+    "text_embeddings",
     "save_pretrained",
     "load_pretrained",
     "load_official_checkpoint",

@@ -17,23 +17,12 @@ import numpy as np
 import torch
 
 from .metrics import SegmentationMeter, point_accuracy
-from .text import TextBank
+from .text import text_embeddings
 
-__all__ = ["Candidates", "text_embeddings", "evaluate_segmentation", "write_prediction"]
+__all__ = ["Candidates", "evaluate_segmentation", "write_prediction"]
 
 Candidates = Mapping[str, tuple[Sequence[str], Sequence[str]]]
 """category -> (names, prompts): the part names a shape of that category is scored against and their texts."""
-
-
-def text_embeddings(text: Any, prompts: Sequence[str]) -> torch.Tensor:
-    """``(L, D)`` embeddings of ``prompts`` from a :class:`TextBank`, a text encoder or a callable."""
-    if isinstance(text, TextBank):
-        return text.lookup(list(prompts))
-    if hasattr(text, "encode"):
-        return text.encode(list(prompts))
-    if callable(text):
-        return text(list(prompts))
-    raise ValueError(f"text must be a TextBank, a text encoder or a callable, got {type(text).__name__}")
 
 
 def write_prediction(

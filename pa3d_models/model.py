@@ -424,21 +424,14 @@ class PatchAlign3D(nn.Module):
         """
         from pa3d_layers import propagate_to_points
 
-        from .text import TextBank, _check_names, clean_part_name
+        from .text import _check_names, clean_part_name, text_embeddings
 
         names = _check_names(part_names, "part_names")
         cleaned = [clean_part_name(n) for n in names]
         dup = sorted({n for n in cleaned if cleaned.count(n) > 1})
         if dup:
             raise ValueError(f"part_names must be unique, got duplicates {dup}")
-        if isinstance(text, Tensor):
-            text_feats = text
-        elif isinstance(text, TextBank):
-            text_feats = text.lookup(names)
-        elif hasattr(text, "encode"):
-            text_feats = text.encode(names)
-        else:
-            raise ValueError(f"text must be a TextEncoder, a TextBank or an (L, D) tensor, got {type(text).__name__}")
+        text_feats = text_embeddings(text, names)
         if text_feats.dim() != 2 or text_feats.shape[0] != len(names):
             raise ValueError(f"text embeddings must be (L, D) with L = {len(names)}, got {tuple(text_feats.shape)}")
         if text_feats.shape[1] != self.text_dim:

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_text_encoder",
     "TextBank",
     "clean_part_name",
+    "text_embeddings",
 ]
 
 #: The official "part_only" template ensemble (facts section 3).
@@ -528,6 +529,22 @@ def resolve_text_encoder(
 
 
 # ---------------------------------------------------------------------------------------------- bank
+
+
+def text_embeddings(text: object, names: Sequence[str]) -> torch.Tensor:
+    """``(L, D)`` embeddings of ``names`` from a :class:`TextBank`, a text encoder, a callable, or given as an
+    ``(L, D)`` tensor (returned as is)."""
+    if isinstance(text, torch.Tensor):
+        return text
+    if isinstance(text, TextBank):
+        return text.lookup(list(names))
+    if hasattr(text, "encode"):
+        return text.encode(list(names))
+    if callable(text):
+        return text(list(names))
+    raise ValueError(
+        f"text must be a TextEncoder, a TextBank, an (L, D) tensor or a callable, got {type(text).__name__}"
+    )
 
 
 class TextBank:
