@@ -129,7 +129,7 @@ def evaluate_segmentation(
                 {
                     "points": model_input.points.cpu(),
                     "pred": pred,
-                    "target": target.clamp(max=len(names) + len(extra) - 1),
+                    "target": target,
                     "names": names + extra,
                     "title": f"{sample.category} {sample.shape_id}",
                 }

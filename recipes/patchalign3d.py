@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from pa3d_losses import LOSSES, build_loss
-from pa3d_models import PatchAlign3D, create_model, freeze_for_stage2, list_models, resolve_text_encoder
+from pa3d_models import MODELS, PatchAlign3D, create_model, freeze_for_stage2, list_models, resolve_text_encoder
 from pa3d_models.data import DATASETS, category_names, collate_dense, corrupt_labels, split_by_category
 from pa3d_models.evaluate import evaluate_segmentation
 from pa3d_models.report import write_report
@@ -524,8 +524,8 @@ def teacher_targets(cfg: dict[str, Any], dataset, ctx, out: Path) -> tuple[Targe
     note = getattr(teacher, "weights_note", None)
     if note and ctx.is_main:
         print(f"  teacher: {note}")
-    enc = create_model(cfg["model"], **({"num_groups": cfg["num_groups"]} if cfg["num_groups"] else {}),
-                       **({"group_size": cfg["group_size"]} if cfg["group_size"] else {})).encoder.config
+    spec = MODELS[cfg["model"]]  # the patches the model will form: the registry's config plus overrides
+    enc = {"num_groups": cfg["num_groups"] or spec["num_groups"], "group_size": cfg["group_size"] or spec["group_size"]}
     settings = {"teacher": getattr(teacher, "name", cfg["teacher"]), "weights": note or "given",
                 "views": cfg["views"], "image_size": cfg["image_size"], "teacher_size": cfg["teacher_size"],
                 "num_groups": enc["num_groups"], "group_size": enc["group_size"], "num_points": cfg["num_points"],
