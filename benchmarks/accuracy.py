@@ -21,10 +21,10 @@ __all__ = ["run"]
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    from pa3d_data import SyntheticPartDataset, collate_dense
     from pa3d_layers import propagate_to_points
     from pa3d_losses import fractional_patch_labels, multi_positive_sigmoid_loss
     from pa3d_models import create_model
-    from pa3d_models.data import SyntheticPartDataset, collate_dense
 
     n_train, n_test, n_pts, steps, batch = (16, 4, 256, 3, 4) if ctx.toy else (256, 32, 1024, 150, 16)
     budget = 5.0 if ctx.toy else (20.0 if ctx.quick else 45.0)

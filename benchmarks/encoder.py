@@ -2,7 +2,7 @@ r"""Encoder inference: pa3d fp32, pa3d bf16 autocast and the official-architectu
 
 Paper configuration: N = 2048 points, G = 128 patches of K = 32 points, D = 384, 12 blocks, 6 heads, MLP 4x,
 tokenizer 3 -> 128 -> 256 | [global; local] 512 -> 512 -> 256. The baseline is
-:class:`pa3d_models.reference.ReferenceEncoder` (unfactorised tokenizer, manual attention, Conv1d layout),
+:class:`benchmarks.reference.ReferenceEncoder` (unfactorised tokenizer, manual attention, Conv1d layout),
 sharing its weights with pa3d's :class:`~pa3d_models.PatchEncoder`; both include grouping.
 
 FLOPs are counted analytically per shape (one multiply-add = 2 FLOPs; norms, softmax, GELU, BatchNorm, max
@@ -60,8 +60,8 @@ def encoder_flops(
 
 
 def _models(cfg: dict[str, Any], device: torch.device):
+    from benchmarks.reference import ReferenceEncoder
     from pa3d_models import PatchEncoder
-    from pa3d_models.reference import ReferenceEncoder
 
     torch.manual_seed(0)
     ref = ReferenceEncoder(**cfg).to(device).eval()

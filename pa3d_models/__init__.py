@@ -1,28 +1,12 @@
-"""pa3d_models: the PatchAlign3D model, text encoders, checkpoints and zero-shot segmentation.
+"""pa3d_models: the PatchAlign3D model and its registry, text encoders and text banks, 2D teacher encoders,
+checkpoints (pa3d's own format, the official converter, hub resolution) and zero-shot ``segment()``.
 
 Flat re-exports: ``from pa3d_models import create_model, OpenCLIPTextEncoder, load_official_checkpoint``.
 """
 
-__version__ = "0.1.0"
-
-from . import data, metrics, reference, report, teacher, training, viz  # noqa: E402, F401 - subpackages and modules
-from .checkpoint import (  # noqa: E402
-    load_checkpoint,
-    load_official_checkpoint,
-    load_pretrained,
-    resolve_checkpoint,
-    save_pretrained,
-)
-from .evaluate import evaluate_segmentation  # noqa: E402
-from .metrics import (  # noqa: E402
-    IOU_CONVENTIONS,
-    SegmentationMeter,
-    category_miou,
-    instance_miou,
-    patch_accuracy,
-    point_accuracy,
-    shape_iou,
-)
+from . import files  # noqa: E402, F401
+from .checkpoint import PretrainedMixin, load_weights, read_config, resolve_checkpoint, save_pretrained  # noqa: E402
+from .loaders import load_checkpoint, load_official_checkpoint, load_pretrained  # noqa: E402
 from .model import (  # noqa: E402
     MODELS,
     STAGE2_TRAINABLE,
@@ -33,6 +17,15 @@ from .model import (  # noqa: E402
     freeze_for_stage2,
     list_models,
     register_model,
+)
+from .teachers import (  # noqa: E402
+    TEACHERS,
+    DINOv2Teacher,
+    MissingWeightsError,
+    Teacher,
+    TinyTeacher,
+    build_teacher,
+    default_weights_path,
 )
 from .text import (  # noqa: E402
     DEFAULT_TEMPLATES,
@@ -46,10 +39,10 @@ from .text import (  # noqa: E402
     resolve_text_encoder,
     text_embeddings,
 )
+from .version import __version__  # noqa: E402, F401
 
 __all__ = [
-    "data",
-    "teacher",
+    "files",
     "PatchEncoder",
     "PatchAlign3D",
     "SegmentResult",
@@ -70,16 +63,18 @@ __all__ = [
     "clean_part_name",
     "text_embeddings",
     "save_pretrained",
+    "PretrainedMixin",
+    "read_config",
+    "load_weights",
     "load_pretrained",
     "load_official_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
-    "evaluate_segmentation",
-    "SegmentationMeter",
-    "IOU_CONVENTIONS",
-    "shape_iou",
-    "instance_miou",
-    "category_miou",
-    "point_accuracy",
-    "patch_accuracy",
+    "Teacher",
+    "DINOv2Teacher",
+    "TinyTeacher",
+    "build_teacher",
+    "TEACHERS",
+    "default_weights_path",
+    "MissingWeightsError",
 ]

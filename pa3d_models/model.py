@@ -12,7 +12,6 @@ applied before it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,6 +22,8 @@ from torch import Tensor, nn
 from pa3d_layers import PatchEmbedding, PatchGrouper, PointNetTokenizer, TransformerEncoder
 from pa3d_layers._checks import check_batch_vector, check_points
 from pa3d_losses import LogitScaleBias
+
+from .checkpoint import PretrainedMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     from .text import TextBank, TextEncoder
@@ -232,7 +233,7 @@ class SegmentResult(NamedTuple):
     similarities: Tensor
 
 
-class PatchAlign3D(nn.Module):
+class PatchAlign3D(PretrainedMixin, nn.Module):
     """Patch encoder + Stage-1 teacher head + Stage-2 text head + learnable logit scale and bias.
 
     Args:
@@ -312,34 +313,6 @@ class PatchAlign3D(nn.Module):
     @property
     def teacher_dim(self) -> int:
         return int(self._head_config["teacher_dim"])
-
-    def save_pretrained(self, directory: str | os.PathLike) -> os.PathLike:
-        """Write ``model.safetensors`` + ``config.json`` to ``directory`` atomically."""
-        from .checkpoint import save_pretrained
-
-        return save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> PatchAlign3D:
-        """Load a directory written by :meth:`save_pretrained` (or ``hf://org/repo``).
-
-        ``overrides`` (e.g. ``drop_path_rate=0.0``) change the saved config before building; changing a
-        key that shapes the weights (e.g. ``embed_dim``) fails with a message naming the mismatch.
-        """
-        from .checkpoint import _read_config, load_pretrained, resolve_checkpoint
-
-        if not overrides:
-            return load_pretrained(directory)
-        path = resolve_checkpoint(directory)
-        config = _read_config(path)
-        enc = dict(config.get("encoder", {}))
-        for k, v in overrides.items():
-            if k in enc:
-                enc[k] = v
-            else:
-                config[k] = v
-        config["encoder"] = enc
-        return load_pretrained(path, model=cls.from_config(config))
 
     def set_official_log_scale(self, log_scale: Tensor | float) -> None:
         """Set the official-mode temperature from a release checkpoint's ``temp.log_scale``."""

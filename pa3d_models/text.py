@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._io import atomic_write_bytes
+from .files import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_TEMPLATES",

@@ -23,14 +23,20 @@ from typing import Any
 import torch
 import yaml
 
+from pa3d_data import DATASETS, category_names, collate_dense, corrupt_labels, split_by_category
+from pa3d_data.targets import TargetCache, precompute_targets
 from pa3d_losses import LOSSES, build_loss
-from pa3d_models import MODELS, PatchAlign3D, create_model, freeze_for_stage2, list_models, resolve_text_encoder
-from pa3d_models.data import DATASETS, category_names, collate_dense, corrupt_labels, split_by_category
-from pa3d_models.evaluate import evaluate_segmentation
-from pa3d_models.report import write_report
-from pa3d_models.teacher import TargetCache, build_teacher, precompute_targets
+from pa3d_models import (
+    MODELS,
+    PatchAlign3D,
+    build_teacher,
+    create_model,
+    freeze_for_stage2,
+    list_models,
+    resolve_text_encoder,
+)
 from pa3d_models.text import TextBank
-from pa3d_models.training import (
+from pa3d_train.engine import (
     JsonlLogger,
     init_distributed,
     load_training_state,
@@ -38,6 +44,8 @@ from pa3d_models.training import (
     save_training_state,
     seed_everything,
 )
+from pa3d_train.evaluate import evaluate_segmentation
+from pa3d_train.report import write_report
 
 COMMANDS = ("all", "stage1", "stage2", "eval")
 
@@ -240,7 +248,7 @@ def check_config(cfg: dict[str, Any]) -> None:
 # -------------------------------------------------------------------------------------------------- data
 def model_transform(cfg: dict[str, Any], *, train: bool):
     """What real data goes through before the model: normalisation, the optional Y/Z swap, augmentation."""
-    from pa3d_models.data import Compose, NormalizeBox, NormalizeUnitSphere, SwapYZ, official_augmentation
+    from pa3d_data import Compose, NormalizeBox, NormalizeUnitSphere, SwapYZ, official_augmentation
 
     steps = {"unit_sphere": [NormalizeUnitSphere()], "box": [NormalizeBox()], "none": []}[cfg["normalize"]]
     if cfg["swap_yz"]:
@@ -252,7 +260,7 @@ def model_transform(cfg: dict[str, Any], *, train: bool):
 
 def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
     """name -> dataset of PartSamples: 'train' plus the evaluation sets."""
-    from pa3d_models.data import SyntheticPartDataset, build_dataset
+    from pa3d_data import SyntheticPartDataset, build_dataset
 
     n = cfg["num_points"]
     if cfg["dataset"] == "synthetic":  # already centred in the unit sphere
@@ -607,8 +615,8 @@ def eval_candidates(datasets: dict[str, Any], name: str) -> dict[str, tuple[list
 
 
 def finish_report(out, cfg, results, models, report, started) -> None:
-    from pa3d_models.report import write_metrics
-    from pa3d_models.viz import save_feature_figure, save_part_figure
+    from pa3d_train.report import write_metrics
+    from pa3d_train.viz import save_feature_figure, save_part_figure
 
     primary_run = next(iter(results))
     primary = results[primary_run]

@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks import FAMILIES, run_benchmarks, to_markdown
 from benchmarks._harness import Context, time_fn
 from benchmarks.encoder import PAPER, TOY, encoder_flops
-from pa3d_models.reference import ReferenceEncoder, reference_fps, reference_group, reference_knn
+from benchmarks.reference import ReferenceEncoder, reference_fps, reference_group, reference_knn
 
 TINY = dict(num_groups=8, group_size=4, tokenizer_dim=16, embed_dim=16, depth=2, num_heads=2)
 ROW_KEYS = {"name", "median_ms", "min_ms", "max_ms", "repeats"}

@@ -60,7 +60,7 @@ def test_layers_import_neither_losses_nor_models():
 
 
 def test_cli_info_reports_backends(capsys):
-    from pa3d_models.cli import main
+    from pa3d_cli.main import main
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
@@ -68,7 +68,7 @@ def test_cli_info_reports_backends(capsys):
 
 
 def test_cli_unknown_command_lists_choices(capsys):
-    from pa3d_models.cli import main
+    from pa3d_cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])

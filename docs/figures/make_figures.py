@@ -122,10 +122,10 @@ def _view(ax, pts, colors, title, size=4.0):
 
 def patches_figure() -> Path:
     """A synthetic chair: parts, patches (nearest centre), one patch's label fractions."""
+    from pa3d_data import SYNTHETIC_PART_NAMES, synthetic_shape
     from pa3d_layers import PatchGrouper
     from pa3d_losses import fractional_patch_labels
-    from pa3d_models.data import SYNTHETIC_PART_NAMES, synthetic_shape
-    from pa3d_models.viz import colorize_labels
+    from pa3d_train.viz import colorize_labels
 
     rng = np.random.default_rng(3)
     pts_np, lab_np = synthetic_shape("chair", rng, num_points=1024)
@@ -171,8 +171,8 @@ RECIPE_ARGS = [
 
 def segmented_figure(out_dir: str | None = None) -> Path:
     """Train the tiny model briefly with the recipe, then segment held-out shapes next to the ground truth."""
+    from pa3d_data import SyntheticPartDataset
     from pa3d_models import load_pretrained, resolve_text_encoder
-    from pa3d_models.data import SyntheticPartDataset
 
     torch.manual_seed(0)
     work = Path(out_dir or tempfile.mkdtemp(prefix="pa3d_fig_"))
@@ -184,7 +184,7 @@ def segmented_figure(out_dir: str | None = None) -> Path:
     text = resolve_text_encoder("fixed:32", verbose=False)
     test = SyntheticPartDataset(40, split="test", num_points=512, seed=123, cache=False)
     wanted, shapes = ["chair", "table", "airplane"], []
-    from pa3d_models.viz import colorize_labels
+    from pa3d_train.viz import colorize_labels
 
     for cat in wanted:
         s = next(test[i] for i in range(len(test)) if test[i].category == cat)

@@ -15,8 +15,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pa3d_models import PatchAlign3D, PatchEncoder, create_model, load_official_checkpoint
-from pa3d_models.checkpoint import load_checkpoint, load_pretrained
+from pa3d_models import (
+    PatchAlign3D,
+    PatchEncoder,
+    create_model,
+    load_checkpoint,
+    load_official_checkpoint,
+    load_pretrained,
+)
 
 BASE = dict(embed_dim=384, depth=12, num_heads=6, tok=256, mlp=1536, pos_hidden=128)
 SMALL = dict(embed_dim=32, depth=2, num_heads=4, tok=24, mlp=64, pos_hidden=16)

@@ -55,7 +55,7 @@ def test_bad_settings_are_refused_before_any_work(args, message, tmp_path):
 
 
 def test_resume_refuses_another_config(tmp_path):
-    from pa3d_models.training import save_training_state
+    from pa3d_train.engine import save_training_state
 
     out = tmp_path / "o"
     save_training_state(out / "stage1" / "last.pt", model=torch.nn.Linear(1, 1), optimizer=None, epoch=1, step=1,

@@ -1,0 +1,275 @@
+"""2D teachers: images ``(V, 3, H, W)`` in ``[0, 1]`` -> dense features ``(V, T, h, w)``.
+
+``DINOv2Teacher`` wraps timm's DINOv2 ViTs (``vit_{small,base,large,giant}_patch14_dinov2`` and the
+``_reg4_`` variants). The model is built with ``pretrained=False`` and its weights come from a local file;
+timm's hub download is used only when ``allow_download=True``. ``TinyTeacher`` is a seeded random
+patchifier for tests and offline demos.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pa3d_layers._checks import check_rank
+
+__all__ = [
+    "Teacher",
+    "DINOv2Teacher",
+    "TinyTeacher",
+    "build_teacher",
+    "TEACHERS",
+    "default_weights_path",
+    "MissingWeightsError",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Short teacher names -> timm architectures. Any timm DINOv2 name is accepted as is too.
+TEACHERS: dict[str, str] = {
+    "dinov2_vits14": "vit_small_patch14_dinov2",
+    "dinov2_vitb14": "vit_base_patch14_dinov2",
+    "dinov2_vitl14": "vit_large_patch14_dinov2",
+    "dinov2_vitg14": "vit_giant_patch14_dinov2",
+    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2",
+    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2",
+    "dinov2_vitl14_reg": "vit_large_patch14_reg4_dinov2",
+    "dinov2_vitg14_reg": "vit_giant_patch14_reg4_dinov2",
+}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Teacher weights are neither at the given path nor in the default location."""
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What the Stage-1 pipeline needs from a 2D teacher.
+
+    Attributes:
+        name: identifier stored in the cache metadata.
+        feature_dim: ``T``.
+    """
+
+    name: str
+    feature_dim: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Dense features ``(V, T, h, w)`` of images ``(V, 3, H, W)`` in ``[0, 1]``."""
+        ...
+
+
+def _check_images(images: object) -> torch.Tensor:
+    check_rank(images, "images", 4, "(V, 3, H, W) float")
+    assert isinstance(images, torch.Tensor)
+    if images.shape[1] != 3 or not images.is_floating_point():
+        raise ValueError(f"images must be (V, 3, H, W) float, got shape {tuple(images.shape)} dtype {images.dtype}")
+    return images
+
+
+def default_weights_path(arch: str) -> Path:
+    """Where a teacher's weights are looked for when none are given: ``$PA3D_WEIGHTS/<arch>.safetensors``.
+
+    ``$PA3D_WEIGHTS`` defaults to ``~/.cache/pa3d/weights``.
+    """
+    root = os.environ.get("PA3D_WEIGHTS", os.path.join("~", ".cache", "pa3d", "weights"))
+    return Path(root).expanduser() / f"{arch}.safetensors"
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "teacher"):  # common wrappers
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    return state
+
+
+class DINOv2Teacher(nn.Module):
+    """Dense DINOv2 patch features from timm, with DINOv2's preprocessing.
+
+    Images are resized (bicubic) to ``image_size`` (a multiple of 14), normalised with the ImageNet mean/std,
+    and run through the ViT; the final-norm tokens are kept, the cls and register tokens dropped, and the
+    patch tokens reshaped to a ``(T, image_size/14, image_size/14)`` grid. Views run in chunks of
+    ``view_batch`` under ``torch.inference_mode``.
+
+    Args:
+        arch: a timm DINOv2 architecture, e.g. ``"vit_base_patch14_dinov2"``, or a short name from
+            ``TEACHERS`` (``"dinov2_vitb14"``).
+        weights: local weights file (timm/HF ``.safetensors`` or the original ``dinov2_*_pretrain.pth``).
+            Default: [default_weights_path][pa3d_models.default_weights_path].
+        allow_download: fetch the weights with timm from the hub when no local file is found (needs network).
+        random_weights_ok: with no weights found (and no download), keep timm's random init instead of raising;
+            ``weights_note`` then says so (for offline demos: the targets carry no DINOv2 knowledge).
+        image_size: side of the teacher input; must be a multiple of 14 (518 gives a 37 x 37 grid).
+        view_batch: views per forward pass.
+
+    Raises:
+        MissingWeightsError: when no weights file is found and downloading is not allowed.
+
+    Shape:
+        images ``(V, 3, H, W)`` in ``[0, 1]`` -> features ``(V, T, image_size/14, image_size/14)``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "vit_base_patch14_dinov2",
+        *,
+        weights: str | os.PathLike | None = None,
+        allow_download: bool = False,
+        random_weights_ok: bool = False,
+        image_size: int = 518,
+        view_batch: int = 10,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        arch = TEACHERS.get(arch, arch)
+        if arch not in timm.list_models("*dinov2*"):
+            raise ValueError(f"arch must be a timm DINOv2 model ({sorted(TEACHERS)} or timm names), got {arch!r}")
+        if image_size % 14 != 0 or image_size < 14:
+            raise ValueError(f"image_size must be a positive multiple of 14 (the ViT patch), got {image_size}")
+        self.arch = arch
+        self.name = arch
+        self.image_size = image_size
+        self.view_batch = view_batch
+        path = Path(weights).expanduser() if weights is not None else default_weights_path(arch)
+        #: None for real weights; a sentence when the teacher runs on random weights.
+        self.weights_note: str | None = None
+        if path.is_file():
+            from timm.models.vision_transformer import checkpoint_filter_fn
+
+            with torch.device("meta"):  # no random init: every tensor comes from the file
+                self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+            state = checkpoint_filter_fn(_load_state_dict(path), self.model)
+            self.model.load_state_dict(state, assign=True)
+            self.weights = str(path)
+        elif allow_download:
+            self.model = timm.create_model(arch, pretrained=True, num_classes=0, dynamic_img_size=True)
+            self.weights = f"hub:{self.model.pretrained_cfg.get('hf_hub_id', arch)}"
+        elif random_weights_ok:
+            self.model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True)
+            self.weights = "random"
+            self.weights_note = f"random weights: no {arch} weights at {path} (pass weights=FILE for real targets)"
+        else:
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(arch)
+            hub = (cfg.hf_hub_id if cfg is not None else None) or arch
+            raise MissingWeightsError(
+                f"DINOv2 teacher weights for {arch!r} not found at {path}. Get them once on a machine with network, "
+                f"e.g. `python -c \"import timm; from safetensors.torch import save_file; "
+                f"save_file(timm.create_model('{arch}', pretrained=True).state_dict(), '{path}')\"` "
+                f"(timm hub id {hub!r}), then pass --weights FILE (or weights=FILE), or place the file at {path} "
+                f"($PA3D_WEIGHTS sets the folder); allow_download=True (--download) fetches it from the hub."
+            )
+        self.model.eval().requires_grad_(False)
+        self.feature_dim = int(self.model.embed_dim)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, image_size={self.image_size}, view_batch={self.view_batch}"
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = _check_images(images)
+        grid = self.image_size // 14
+        out = []
+        for chunk in images.split(self.view_batch):
+            x = chunk.to(self.mean)  # the teacher's device and dtype
+            if x.shape[-2:] != (self.image_size, self.image_size):
+                x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", align_corners=False)
+            x = (x - self.mean) / self.std
+            tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
+            out.append(tokens.transpose(1, 2).reshape(x.shape[0], self.feature_dim, grid, grid))
+        return torch.cat(out)
+
+
+class TinyTeacher(nn.Module):
+    """A random, seeded patch teacher for tests: ``Conv(patch) -> GELU -> Conv(1x1)`` on normalised images.
+
+    Deterministic for a given ``seed`` whatever the global RNG state; responds to image content, so nearby
+    points get similar features.
+
+    Args:
+        feature_dim: ``T``.
+        patch_size: stride of the feature grid.
+        seed: seed of the random weights.
+
+    Shape:
+        images ``(V, 3, H, W)`` -> features ``(V, T, H // patch_size, W // patch_size)``.
+
+    Examples:
+        >>> TinyTeacher(feature_dim=8)(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 8, 4, 4])
+    """
+
+    def __init__(self, feature_dim: int = 32, *, patch_size: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        self.name = "tiny"
+        self.feature_dim = feature_dim
+        self.patch_size = patch_size
+        self.seed = seed
+        generator = torch.Generator().manual_seed(seed)
+        hidden = 2 * feature_dim
+        self.patchify = nn.Conv2d(3, hidden, patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(hidden, feature_dim, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) / max(1, p[0].numel()) ** 0.5)
+        self.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"feature_dim={self.feature_dim}, patch_size={self.patch_size}, seed={self.seed}"
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = _check_images(images)
+        x = (images.to(self.mean) - self.mean) / self.std
+        return self.proj(F.gelu(self.patchify(x)))
+
+
+def build_teacher(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    *,
+    allow_download: bool = False,
+    random_weights_ok: bool = False,
+    image_size: int = 518,
+    view_batch: int = 10,
+) -> nn.Module:
+    """A teacher by name: ``"tiny"``, a short DINOv2 name from ``TEACHERS``, or a timm DINOv2 architecture.
+
+    Args:
+        name: teacher name.
+        weights: local weights file for DINOv2 teachers.
+        allow_download: let timm fetch DINOv2 weights from the hub.
+        random_weights_ok: build a randomly initialised DINOv2 when no weights are found (``weights_note`` says so).
+        image_size: DINOv2 input side (multiple of 14).
+        view_batch: views per forward pass (DINOv2).
+
+    Examples:
+        >>> build_teacher("tiny").feature_dim
+        32
+    """
+    if name == "tiny":
+        return TinyTeacher()
+    if name in TEACHERS or "dinov2" in name:
+        return DINOv2Teacher(
+            name, weights=weights, allow_download=allow_download, random_weights_ok=random_weights_ok,
+            image_size=image_size, view_batch=view_batch,
+        )
+    raise ValueError(f"name must be 'tiny', one of {sorted(TEACHERS)} or a timm DINOv2 architecture, got {name!r}")

@@ -1,0 +1,5 @@
+"""The pa3d version, in one place."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

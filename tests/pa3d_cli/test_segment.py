@@ -1,0 +1,283 @@
+"""Zero-shot segmentation: ``model.segment`` after a little training, and the ``pa3d segment`` CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pa3d_cli.main import main
+from pa3d_cli.segment import parse_part_names, write_ply
+from pa3d_losses import fractional_patch_labels, multi_positive_sigmoid_loss
+from pa3d_models import FixedTextEncoder, TextBank, create_model
+
+NAMES = ["cap", "stem"]
+
+
+def toy_shape(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mushroom-like toy: a flat disc ("cap", label 0) above a thin vertical rod ("stem", label 1)."""
+    n_cap = n // 2
+    r = torch.rand(n_cap, generator=generator).sqrt() * 0.9
+    t = torch.rand(n_cap, generator=generator) * 2 * torch.pi
+    cap = torch.stack([r * t.cos(), r * t.sin(), 0.5 + 0.1 * torch.rand(n_cap, generator=generator)], -1)
+    m = n - n_cap
+    stem = torch.stack(
+        [0.1 * torch.randn(m, generator=generator), 0.1 * torch.randn(m, generator=generator),
+         -0.9 + 1.2 * torch.rand(m, generator=generator)], -1
+    )
+    points = torch.cat([cap, stem])
+    labels = torch.cat([torch.zeros(n_cap, dtype=torch.long), torch.ones(m, dtype=torch.long)])
+    perm = torch.randperm(n, generator=generator)
+    return points[perm], labels[perm]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = create_model("patchalign3d_tiny", backend="torch")
+    encoder = FixedTextEncoder(dim=model.text_dim)
+    text = encoder.encode(NAMES)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for m in model.modules():  # a cumulative average: 12 steps are too few for momentum 0.1 to settle
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.momentum = None
+    for _ in range(12):
+        pts, labels = zip(*(toy_shape(256, g) for _ in range(4)))
+        pts, labels = torch.stack(pts), torch.stack(labels)
+        out = model(pts)
+        targets = fractional_patch_labels(out["patch_idx"], point_labels=labels, num_labels=2)
+        loss = multi_positive_sigmoid_loss(
+            out["patch_feats"], text.expand(4, -1, -1), targets,
+            logit_scale=out["logit_scale"], logit_bias=out["logit_bias"],
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), encoder
+
+
+def test_segment_recovers_parts_after_a_few_steps(trained):
+    model, encoder = trained
+    g = torch.Generator().manual_seed(123)
+    pts, labels = toy_shape(400, g)
+    result = model.segment(pts, NAMES, encoder)
+    assert result.labels.shape == (400,) and result.scores.shape == (400,)
+    assert result.similarities.shape == (400, 2)
+    acc = (result.labels == labels).float().mean().item()
+    assert acc > 0.9, acc
+    # untrained weights do not: the test measures learning, not the toy's geometry
+    untrained = create_model("patchalign3d_tiny", backend="torch").eval()
+    acc0 = (untrained.segment(pts, NAMES, encoder).labels == labels).float().mean().item()
+    assert acc0 < acc
+
+
+def test_segment_batch_bank_and_tensor_agree(trained):
+    model, encoder = trained
+    g = torch.Generator().manual_seed(5)
+    batch = torch.stack([toy_shape(300, g)[0] for _ in range(2)])
+    by_encoder = model.segment(batch, NAMES, encoder)
+    by_bank = model.segment(batch, NAMES, TextBank.build(NAMES, encoder))
+    by_tensor = model.segment(batch, NAMES, encoder.encode(NAMES))
+    assert by_encoder.labels.shape == (2, 300)
+    assert torch.equal(by_encoder.labels, by_bank.labels) and torch.equal(by_encoder.labels, by_tensor.labels)
+    single = model.segment(batch[1], NAMES, encoder)
+    assert torch.equal(single.labels, by_encoder.labels[1])
+    membership = model.segment(batch, NAMES, encoder, assign="membership")
+    assert membership.labels.shape == (2, 300)
+
+
+def test_segment_min_score_leaves_points_unlabelled(trained):
+    model, encoder = trained
+    pts = toy_shape(300, torch.Generator().manual_seed(9))[0]
+    res = model.segment(pts, NAMES, encoder, min_score=0.0)
+    assert (res.labels >= 0).all()
+    cut = float(res.scores.median())
+    res_cut = model.segment(pts, NAMES, encoder, min_score=cut)
+    assert torch.equal(res_cut.labels == -1, res.scores < cut)
+    assert ((res.scores >= 0) & (res.scores <= 1)).all()
+
+
+def test_segment_bad_inputs(trained):
+    model, encoder = trained
+    pts = torch.rand(300, 3)
+    with pytest.raises(ValueError, match="duplicates"):
+        model.segment(pts, ["leg", "Leg"], encoder)
+    with pytest.raises(ValueError, match="empty part name"):
+        model.segment(pts, ["leg", " "], encoder)
+    with pytest.raises(ValueError, match=r"text dimension 16 does not match the model's text head \(64\)"):
+        model.segment(pts, ["leg"], FixedTextEncoder(dim=16))
+    with pytest.raises(ValueError, match="finite"):
+        model.segment(torch.full((300, 3), float("nan")), ["leg"], encoder)
+
+
+def test_parse_part_names():
+    assert parse_part_names("leg, seat") == ["leg", "seat"]
+    with pytest.raises(ValueError, match="non-empty"):
+        parse_part_names("leg,,seat")
+    with pytest.raises(ValueError, match="duplicate"):
+        parse_part_names("leg,LEG")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def read_ply(path):
+    """A small reader for the PLY we write: returns (header lines, structured array)."""
+    raw = path.read_bytes()
+    head, body = raw.split(b"end_header\n", 1)
+    header = head.decode().splitlines()
+    n = int(next(line.split()[-1] for line in header if line.startswith("element vertex")))
+    props = [line.split()[-1] for line in header if line.startswith("property")]
+    assert props == ["x", "y", "z", "red", "green", "blue", "label"]
+    if "format ascii 1.0" in header:
+        rows = [r.split() for r in body.decode().splitlines()]
+        assert len(rows) == n and all(len(r) == 7 for r in rows)
+        arr = np.array(rows, dtype=np.float64)
+        return header, {"xyz": arr[:, :3], "rgb": arr[:, 3:6].astype(int), "label": arr[:, 6].astype(int)}
+    dt = np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3), ("label", "<i4")])
+    assert len(body) == n * dt.itemsize
+    rec = np.frombuffer(body, dtype=dt)
+    return header, {"xyz": rec["xyz"], "rgb": rec["rgb"].astype(int), "label": rec["label"].astype(int)}
+
+
+CLI_BASE = ["--model", "patchalign3d_tiny", "--text-model", "fixed:64", "--num-points", "512"]
+
+
+@pytest.mark.data
+def test_cli_writes_a_valid_ply_for_the_penguin(shared_data, tmp_path, capsys):
+    penguin = shared_data / "demo" / "satr" / "penguin.obj"
+    if not penguin.is_file():
+        pytest.skip(f"{penguin} is absent")
+    out, png, legend = tmp_path / "penguin.ply", tmp_path / "penguin.png", tmp_path / "legend.json"
+    rc = main(["segment", str(penguin), "--parts", "head,body,wing,foot", "--output", str(out),
+               "--png", str(png), "--legend", str(legend), *CLI_BASE])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "UNTRAINED" in captured.out
+    header, data = read_ply(out)
+    assert data["xyz"].shape == (512, 3) and np.isfinite(data["xyz"]).all()
+    assert set(np.unique(data["label"])) <= {0, 1, 2, 3}
+    assert any("label 2 wing" in line for line in header)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    leg = json.loads(legend.read_text())
+    assert [p["name"] for p in leg["parts"]] == ["head", "body", "wing", "foot"] and leg["untrained"]
+    assert sum(p["points"] for p in leg["parts"]) == 512
+    # binary output holds the same points and labels
+    out_b = tmp_path / "penguin_b.ply"
+    assert main(["segment", str(penguin), "--parts", "head,body,wing,foot", "--output", str(out_b),
+                 "--binary", *CLI_BASE]) == 0
+    _, data_b = read_ply(out_b)
+    np.testing.assert_allclose(data_b["xyz"], data["xyz"], atol=1e-4)
+    assert np.array_equal(data_b["label"], data["label"])
+
+
+def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt"
+    create_model("patchalign3d_tiny").save_pretrained(ckpt)
+    pts = toy_shape(600, torch.Generator().manual_seed(1))[0].numpy()
+    np.save(tmp_path / "toy.npy", pts)
+    out = tmp_path / "toy.ply"
+    rc = main(["segment", str(tmp_path / "toy.npy"), "--parts", "cap,stem", "--checkpoint", str(ckpt),
+               "--text-model", "fixed:64", "--output", str(out), "--min-score", "0.99", "--swap-yz",
+               "--up-axis", "y"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "UNTRAINED" not in captured.out and "no label" in captured.out
+    _, data = read_ply(out)
+    assert data["xyz"].shape == (600, 3)
+    assert (data["label"] == -1).all()  # an untrained head scores far below 0.99
+    assert set(map(tuple, data["rgb"])) == {(170, 170, 170)}
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_checkpoint", "cannot load checkpoint"),
+        ("corrupt_checkpoint", "cannot load checkpoint"),
+        ("text_dim", "text dimension mismatch"),
+        ("empty_name", "non-empty part names"),
+        ("duplicate_name", "duplicate part names"),
+        ("nan_points", "NaN"),
+        ("empty_mesh", "test"),
+        ("missing_input", "does not exist"),
+    ],
+)
+def test_cli_bad_input_is_a_clear_error_and_writes_nothing(case, match, tmp_path, capsys):
+    pts = toy_shape(600, torch.Generator().manual_seed(1))[0].numpy()
+    inp = tmp_path / "toy.npy"
+    np.save(inp, pts)
+    parts = "cap,stem"
+    extra: list[str] = []
+    if case == "missing_checkpoint":
+        extra = ["--checkpoint", str(tmp_path / "nope")]
+    elif case == "corrupt_checkpoint":
+        (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+        extra = ["--checkpoint", str(tmp_path / "bad.pt")]
+    elif case == "text_dim":
+        create_model("patchalign3d_tiny").save_pretrained(tmp_path / "ckpt")
+        extra = ["--checkpoint", str(tmp_path / "ckpt")]
+    elif case == "empty_name":
+        parts = "cap,,stem"
+    elif case == "duplicate_name":
+        parts = "cap,Cap"
+    elif case == "nan_points":
+        pts[3, 1] = np.nan
+        np.save(inp, pts)
+    elif case == "empty_mesh":
+        inp = tmp_path / "empty.obj"
+        inp.write_text("# no vertices, no faces\n")
+        match = "empty.obj"
+    elif case == "missing_input":
+        inp = tmp_path / "missing.obj"
+    out = tmp_path / "out.ply"
+    text_model = "fixed:32" if case == "text_dim" else "fixed:64"
+    rc = main(["segment", str(inp), "--parts", parts, "--output", str(out), "--png", str(tmp_path / "o.png"),
+               "--model", "patchalign3d_tiny", "--text-model", text_model, *extra])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "pa3d segment: error:" in err and match in err, err
+    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix in (".ply", ".png") or p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_write_ply_rejects_mismatched_lengths(tmp_path):
+    with pytest.raises(ValueError, match="same length"):
+        write_ply(tmp_path / "x.ply", np.zeros((3, 3)), np.zeros((2, 3)), np.zeros(3))
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_build_text_bank(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("# parts\nleg\nSeat\nback_rest\nleg\n")
+    out = tmp_path / "bank.safetensors"
+    assert main(["build-text-bank", "--names", str(names), "--text-model", "fixed:16", "--out", str(out)]) == 0
+    assert "3 names, 16-d" in capsys.readouterr().out
+    bank = TextBank.load(out, encoder=FixedTextEncoder(dim=16))
+    assert bank.names == ["leg", "seat", "back rest"]
+    assert main(["build-text-bank", "--names", str(tmp_path / "none.txt"), "--text-model", "fixed:16",
+                 "--out", str(tmp_path / "b2.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["build-text-bank", "--dataset", "nonesuch", "--data", str(tmp_path), "--text-model", "fixed:16",
+                 "--out", str(tmp_path / "b3.safetensors")]) == 2
+    assert "unknown dataset 'nonesuch'" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_cli_build_text_bank_from_a_dataset(shared_data, tmp_path, capsys):
+    root = shared_data / "shapenetpart_cap"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    out = tmp_path / "bank.safetensors"
+    rc = main(["build-text-bank", "--dataset", "shapenetpart", "--data", str(root), "--text-model", "fixed:16",
+               "--dataset-option", 'class_choice=["Cap"]', "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    names = TextBank.load(out).names
+    assert len(names) >= 2 and len(set(names)) == len(names)
+    assert main(["build-text-bank", "--dataset", "shapenetpart", "--dataset-option", "oops", "--text-model",
+                 "fixed:16", "--out", str(out)]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
