@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from pa3d_models.deps import require
+
 __all__ = ["add_arguments", "run", "parse_shard", "parse_dataset_kw", "shape_settings"]
 
 
@@ -81,7 +83,7 @@ def parse_dataset_kw(items: list[str] | None) -> dict[str, Any]:
         >>> parse_dataset_kw(["num_shapes=3", "categories=[Airplane]"])
         {'num_shapes': 3, 'categories': ['Airplane']}
     """
-    import yaml
+    yaml = require("yaml", "--dataset-kw", extra="cli")
 
     out: dict[str, Any] = {}
     for item in items or []:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pa3d_models.deps import require
+
 __all__ = [
     "add_arguments",
     "run",
@@ -119,7 +121,7 @@ def _read_fallback(path: Path, num_points: int, seed: int) -> torch.Tensor:
                 return torch.as_tensor(data[key][..., :3], dtype=torch.float32)
         if suffix in (".txt", ".xyz", ".pts"):
             return torch.as_tensor(np.loadtxt(path, ndmin=2)[:, :3], dtype=torch.float32)
-        import trimesh
+        trimesh = require("trimesh", f"reading {suffix} files", extra="cli")
 
         geom = trimesh.load(str(path), process=False)
         if isinstance(geom, trimesh.Scene):

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from pa3d_models.deps import require
+
 from .sample import PartSample
 
 __all__ = ["collate_dense", "collate_ragged"]
@@ -131,7 +133,8 @@ def collate_ragged(samples: Sequence[PartSample], *, as_pyg: bool = False) -> An
             out[key] = torch.cat([getattr(s, key) for s in samples])
     if not as_pyg:
         return out
-    from torch_geometric.data import Batch, Data
+    pyg_data = require("torch_geometric.data", "collate(as_pyg=True)")
+    Batch, Data = pyg_data.Batch, pyg_data.Data
 
     data = []
     for b, s in enumerate(samples):

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from pa3d_models.deps import require
+
 from .sample import DataFormatError, PartSample
 
 __all__ = [
@@ -197,7 +199,7 @@ def read_mesh(path: str | Path) -> Mesh:
         return read_off(path)
     if suffix == ".obj":
         return read_obj(path)
-    import trimesh
+    trimesh = require("trimesh", f"reading {suffix} meshes")
 
     try:
         mesh = trimesh.load(str(path), process=False, force="mesh")
@@ -385,7 +387,11 @@ def read_ply(path: str | Path) -> dict[str, Any]:
         raise DataFormatError(path, f"unknown PLY format {fmt!r}")
     if not all(k in cols for k in "xyz"):
         raise DataFormatError(path, f"PLY vertex element has no x y z (properties: {' '.join(names)})")
-    out: dict[str, Any] = {"points": np.stack([cols[k] for k in "xyz"], axis=1).astype(np.float32)}
+    # double coordinates stay float64 (a cloud far from the origin keeps its precision; PartSample casts later)
+    xyz_double = any(p[0] in ("double", "float64") for p in props if p[1] in ("x", "y", "z"))
+    out: dict[str, Any] = {
+        "points": np.stack([cols[k] for k in "xyz"], axis=1).astype(np.float64 if xyz_double else np.float32)
+    }
     for keys in (("nx", "ny", "nz"), ("normal_x", "normal_y", "normal_z")):
         if all(k in cols for k in keys):
             out["normals"] = np.stack([cols[k] for k in keys], axis=1).astype(np.float32)
@@ -422,7 +428,7 @@ def read_points(path: str | Path) -> dict[str, Any]:
         return _read_array_file(path, suffix)
     table = read_table(path)
     ncols = table.shape[1]
-    out: dict[str, Any] = {"points": table[:, :3].astype(np.float32)}
+    out: dict[str, Any] = {"points": table[:, :3].copy()}  # float64: text may hold more than float32 keeps
     if ncols == 4:
         out["labels"] = table[:, 3].astype(np.int64)
     elif ncols in (6, 7, 9, 10):
@@ -452,7 +458,8 @@ def _read_array_file(path: Path, suffix: str) -> dict[str, Any]:
         key = next((k for k in ("points", "xyz", "pos", "coords") if k in obj), None)
         if key is None:
             raise DataFormatError(path, f"holds no 'points' array (keys: {', '.join(map(str, obj))})")
-        out: dict[str, Any] = {"points": np.asarray(obj[key], dtype=np.float32)}
+        arr = np.asarray(obj[key])
+        out: dict[str, Any] = {"points": arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)}
         for name in ("normals", "colors", "labels"):
             if name in obj:
                 out[name] = np.asarray(obj[name])
@@ -463,7 +470,8 @@ def _read_array_file(path: Path, suffix: str) -> dict[str, Any]:
         if "category" in obj:
             out["category"] = str(np.asarray(obj["category"]).reshape(-1)[0]) if np.size(obj["category"]) else ""
     else:
-        arr = np.asarray(obj, dtype=np.float32)
+        arr = np.asarray(obj)
+        arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
         if arr.ndim != 2 or arr.shape[1] < 3:
             raise DataFormatError(path, f"expected an (N, >=3) array, got shape {arr.shape}")
         out = {"points": arr[:, :3]}

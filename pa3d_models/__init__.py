@@ -4,8 +4,9 @@ checkpoints (pa3d's own format, the official converter, hub resolution) and zero
 Flat re-exports: ``from pa3d_models import create_model, OpenCLIPTextEncoder, load_official_checkpoint``.
 """
 
-from . import files  # noqa: E402, F401
+from . import deps, files  # noqa: E402, F401
 from .checkpoint import PretrainedMixin, load_weights, read_config, resolve_checkpoint, save_pretrained  # noqa: E402
+from .deps import MissingDependencyError  # noqa: E402
 from .loaders import load_checkpoint, load_official_checkpoint, load_pretrained  # noqa: E402
 from .model import (  # noqa: E402
     MODELS,
@@ -43,6 +44,8 @@ from .version import __version__  # noqa: E402, F401
 
 __all__ = [
     "files",
+    "deps",
+    "MissingDependencyError",
     "PatchEncoder",
     "PatchAlign3D",
     "SegmentResult",

@@ -18,6 +18,8 @@ from torch import nn
 
 from pa3d_layers._checks import check_rank
 
+from .deps import require
+
 __all__ = [
     "Teacher",
     "DINOv2Teacher",
@@ -132,7 +134,7 @@ class DINOv2Teacher(nn.Module):
         view_batch: int = 10,
     ) -> None:
         super().__init__()
-        import timm
+        timm = require("timm", "DINOv2Teacher")
 
         arch = TEACHERS.get(arch, arch)
         if arch not in timm.list_models("*dinov2*"):

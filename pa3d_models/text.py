@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deps import MissingDependencyError, require
 from .files import atomic_write_bytes
 
 __all__ = [
@@ -235,7 +236,7 @@ def register_open_clip_text_config(name: str, config: dict) -> None:
 def _open_clip_model_config(model_name: str) -> dict:
     if model_name in OPEN_CLIP_TEXT_CONFIGS:
         return json.loads(json.dumps(OPEN_CLIP_TEXT_CONFIGS[model_name]))
-    import open_clip
+    open_clip = require("open_clip", f"the open_clip model config {model_name!r}")
 
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
@@ -268,7 +269,7 @@ def find_open_clip_weights(
     """
     if pretrained and Path(pretrained).expanduser().is_file():
         return Path(pretrained).expanduser()
-    import open_clip
+    open_clip = require("open_clip", "finding open_clip weights")
     from open_clip import pretrained as oc_pretrained
 
     cfg = oc_pretrained.get_pretrained_cfg(model_name, pretrained)
@@ -332,7 +333,7 @@ class OpenCLIPTextEncoder(BaseTextEncoder):
         download: bool = True,
     ) -> None:
         super().__init__(templates=templates)
-        import open_clip
+        open_clip = require("open_clip", "OpenCLIPTextEncoder")
         from open_clip.model import _build_text_tower
 
         cfg = _open_clip_model_config(model_name)
@@ -366,7 +367,7 @@ class OpenCLIPTextEncoder(BaseTextEncoder):
 
 def _load_text_weights(tower: nn.Module, path: Path) -> None:
     """Load the text part of an open_clip checkpoint (CLIP layout or CustomTextCLIP ``text.*``)."""
-    from open_clip.factory import load_state_dict
+    load_state_dict = require("open_clip.factory", "reading open_clip checkpoints").load_state_dict
 
     try:
         state = load_state_dict(str(path))
@@ -424,12 +425,7 @@ class SentenceTransformerTextEncoder(BaseTextEncoder):
         path = Path(path).expanduser()
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a sentence-transformers model directory")
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as err:
-            raise ImportError(
-                "SentenceTransformerTextEncoder needs sentence-transformers (pip install 'pa3d[offline-text]')"
-            ) from err
+        SentenceTransformer = require("sentence_transformers", "SentenceTransformerTextEncoder").SentenceTransformer
         self.path = path
         self.model = SentenceTransformer(str(path), device=str(device) if device is not None else "cpu")
         get_dim = getattr(self.model, "get_embedding_dimension", None) or (
@@ -489,7 +485,11 @@ def resolve_text_encoder(
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     if kind == "auto":
-        if find_open_clip_weights(*_OPEN_CLIP_DEFAULT) is not None:
+        try:  # without open_clip installed the paper's model cannot be on disk: fall back
+            paper_weights = find_open_clip_weights(*_OPEN_CLIP_DEFAULT)
+        except MissingDependencyError:
+            paper_weights = None
+        if paper_weights is not None:
             return say(OpenCLIPTextEncoder(*_OPEN_CLIP_DEFAULT, device=device), ": paper's model, found on disk")
         if _default_sentence_model_path() is not None:
             try:
@@ -510,7 +510,7 @@ def resolve_text_encoder(
         if not pretrained:
             pretrained = _OPEN_CLIP_DEFAULT[1] if model == _OPEN_CLIP_DEFAULT[0] else ""
         if not pretrained:
-            from open_clip import pretrained as oc_pretrained
+            oc_pretrained = require("open_clip.pretrained", "open_clip text encoders")
 
             tags = oc_pretrained.list_pretrained_tags_by_model(model)
             pretrained = tags[0] if tags else "none"

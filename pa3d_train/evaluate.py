@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pa3d_models.deps import require
 from pa3d_models.text import text_embeddings
 
 from .metrics import SegmentationMeter, point_accuracy
@@ -87,7 +88,7 @@ def evaluate_segmentation(
     cache: dict[tuple[str, ...], torch.Tensor] = {}
     iterator: Iterable[Any] = samples
     if progress:
-        from tqdm.auto import tqdm
+        tqdm = require("tqdm.auto", "evaluate(progress=True)", extra="train").tqdm
 
         iterator = tqdm(samples, desc="eval", unit="shape", dynamic_ncols=True)
     for sample in iterator:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pa3d_models.deps import require
+
 __all__ = ["part_palette", "colorize_labels", "pca_rgb", "save_part_figure", "save_feature_figure"]
 
 # 20 distinguishable colours (tab20 reordered so neighbours differ); -1 (unlabelled) is grey.
@@ -123,10 +125,7 @@ def save_part_figure(
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot("save_part_figure")
     from matplotlib.patches import Patch
 
     if not shapes:
@@ -163,10 +162,7 @@ def save_feature_figure(
             optionally ``title``.
         point_size: marker size.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot("save_feature_figure")
 
     if not shapes:
         raise ValueError("shapes must hold at least one shape to draw")
@@ -180,6 +176,12 @@ def save_feature_figure(
         _scatter3d(ax, pts, rgb[start : start + len(f)], shape.get("title", ""), point_size)
         start += len(f)
     return _save(fig, path)
+
+
+def _pyplot(feature: str):
+    """matplotlib.pyplot on the headless Agg backend, or a message naming the extra that installs it."""
+    require("matplotlib", feature).use("Agg")
+    return require("matplotlib.pyplot", feature)
 
 
 def _save(fig, path: str | os.PathLike) -> Path:

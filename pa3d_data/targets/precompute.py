@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from pa3d_models.deps import require
+
 from .cache import TargetCache
 from .pipeline import compute_patch_targets
 
@@ -123,7 +125,7 @@ def precompute_targets(
     Returns:
         A [PrecomputeSummary][pa3d_data.targets.PrecomputeSummary].
     """
-    from tqdm import tqdm
+    tqdm = require("tqdm", "precompute_targets").tqdm
 
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
