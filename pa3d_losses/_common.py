@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +12,9 @@ from pa3d_layers._checks import check_finite, check_rank
 
 __all__ = [
     "REDUCTIONS",
+    "check_eps",
     "check_finite_where",
+    "check_ignore_index",
     "check_reduction",
     "check_same",
     "check_text_mask",
@@ -29,9 +32,23 @@ def _shape(x: torch.Tensor) -> str:
 
 
 def check_reduction(reduction: object) -> str:
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
     return reduction  # type: ignore[return-value]
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """A finite number > 0 (a floor on norms or distances); 0 or less would let 0/0 through as NaN."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {eps!r}")
+    return float(eps)
+
+
+def check_ignore_index(ignore_index: object) -> int:
+    """The label value of unlabelled points: an int (not a bool)."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise ValueError(f"ignore_index must be an int (the label of unlabelled points), got {ignore_index!r}")
+    return ignore_index
 
 
 def check_same(name: str, got: int, expected: int, what: str, x: torch.Tensor) -> None:
@@ -42,6 +59,8 @@ def check_same(name: str, got: int, expected: int, what: str, x: torch.Tensor) -
 
 def check_text_mask(text_mask: object, batch_size: int, num_labels: int, device: torch.device) -> torch.Tensor:
     """``text_mask (B, L)`` bool with at least one valid text per shape; all-True when None."""
+    if num_labels == 0 and batch_size > 0:
+        raise ValueError("text_feats must hold at least one text per shape (L >= 1), got L = 0")
     if text_mask is None:
         return torch.ones(batch_size, num_labels, dtype=torch.bool, device=device)
     check_rank(text_mask, "text_mask", 2, "(B, L) bool")
@@ -101,7 +120,14 @@ def resolve_pos_weight(pos_weight: object, num_candidates: torch.Tensor, like: t
             )
         w = (num_candidates.to(like.dtype) - 1).clamp(min=1)
         return w.view(-1, 1, 1)
-    if isinstance(pos_weight, (int, float)) and not isinstance(pos_weight, bool) and pos_weight > 0:
+    if (
+        isinstance(pos_weight, (int, float))
+        and not isinstance(pos_weight, bool)
+        and math.isfinite(pos_weight)
+        and pos_weight > 0
+    ):
+        if like.is_floating_point() and pos_weight > torch.finfo(like.dtype).max:
+            raise ValueError(f"pos_weight must be finite in {like.dtype}, got {pos_weight!r}")
         return torch.full((num_candidates.numel(), 1, 1), float(pos_weight), dtype=like.dtype, device=like.device)
     raise ValueError(f"pos_weight must be None, a positive number or 'num_labels_minus_one', got {pos_weight!r}")
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from pa3d_layers import propagate_to_points
+from pa3d_layers import PROPAGATION_MODES, propagate_to_points
 from pa3d_layers._checks import check_points
 
 from ._common import check_reduction, check_unit_interval, require, resolve_pos_weight, to_scalar_tensor
@@ -99,7 +99,8 @@ def batch_negatives_sigmoid_loss(
     check_reduction(reduction)
     patch_feats, text_feats, mask, own_valid = check_patch_text_targets(patch_feats, text_feats, targets, text_mask)
     B, G, L = own_valid.shape
-    flat_text = text_feats.reshape(1, B * L, -1).expand(B, B * L, -1)
+    D = text_feats.shape[-1]
+    flat_text = text_feats.reshape(1, B * L, D).expand(B, B * L, D)
     flat_mask = mask.reshape(1, B * L).expand(B, B * L)
     logits = patch_text_logits(patch_feats, flat_text, flat_mask, logit_scale, logit_bias).view(B, G, B, L)
     same = torch.eye(B, dtype=torch.bool, device=mask.device)[:, None, :, None]  # (b, 1, c, 1)
@@ -361,6 +362,8 @@ class PointLevelSigmoidLoss(AlignmentLossBase):
     def __init__(self, *, pos_weight: PosWeight = None, mode: str = "nearest", ignore_index: int = -1) -> None:
         super().__init__(ignore_index=ignore_index)
         resolve_pos_weight(pos_weight, torch.ones(1), torch.ones(1))
+        if not isinstance(mode, str) or mode not in PROPAGATION_MODES:
+            raise ValueError(f"mode must be one of {PROPAGATION_MODES}, got {mode!r}")
         self.pos_weight = pos_weight
         self.mode = mode
 

@@ -13,6 +13,7 @@ from pa3d_layers._checks import check_finite, check_rank
 
 from ._common import (
     check_finite_where,
+    check_ignore_index,
     check_reduction,
     check_text_mask,
     check_unit_interval,
@@ -116,7 +117,8 @@ def reduce_per_shape(per: torch.Tensor, valid: torch.Tensor, reduction: str) -> 
         return per.sum()
     valid = valid.expand_as(per)
     count = valid.flatten(1).sum(dim=1).clamp(min=1).to(per.dtype)
-    return (per.flatten(1).sum(dim=1) / count).mean()
+    # sum / B rather than .mean(): an empty batch (B = 0) gives 0 with a gradient, not NaN
+    return (per.flatten(1).sum(dim=1) / count).sum() / max(per.shape[0], 1)
 
 
 def multi_positive_sigmoid_loss(
@@ -198,10 +200,10 @@ class AlignmentLossBase(nn.Module):
 
     def __init__(self, *, targets: Literal["fractional", "majority"] = "fractional", ignore_index: int = -1) -> None:
         super().__init__()
-        if targets not in ("fractional", "majority"):
+        if not isinstance(targets, str) or targets not in ("fractional", "majority"):
             raise ValueError(f"targets must be 'fractional' or 'majority', got {targets!r}")
         self.targets = targets
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def _loss(self, x: dict[str, Any], targets: torch.Tensor) -> torch.Tensor:
         """The loss value from the checked inputs ``x`` and the patch ``targets (B, G, L)``."""
@@ -240,20 +242,31 @@ class AlignmentLossBase(nn.Module):
     def _label_source(self, batch: Mapping[str, Any], text_mask: torch.Tensor) -> dict[str, Any]:
         """``label_masks`` when the batch has them (they may overlap), else the hard ``labels``."""
         L = text_mask.shape[1]
+        B = text_mask.shape[0]
         masks = batch.get("label_masks")
         if masks is not None:
-            if isinstance(masks, torch.Tensor) and masks.dim() == 3 and masks.shape[1] == L:
-                if bool((masks & ~text_mask[:, :, None]).any()):
-                    raise ValueError("label_masks must be empty at padded texts (text_mask False)")
+            check_rank(masks, "batch['label_masks']", 3, "(B, L, N) bool")
+            if masks.dtype != torch.bool or tuple(masks.shape[:2]) != (B, L):
+                raise ValueError(
+                    f"batch['label_masks'] must be (B, L, N) bool with B = {B} and L = {L} (from text_feats), "
+                    f"got shape {_shape(masks)} dtype {masks.dtype}"
+                )
+            if bool((masks & ~text_mask[:, :, None]).any()):
+                raise ValueError("label_masks must be empty at padded texts (text_mask False)")
             return {"label_masks": masks, "num_labels": L}
         labels = batch.get("labels")
         if labels is None:
             raise ValueError(f"batch is missing 'labels' or 'label_masks' (needed by {type(self).__name__})")
-        if isinstance(labels, torch.Tensor) and labels.dim() == 2 and labels.dtype == torch.long:
-            hit = labels != self.ignore_index
-            safe = torch.where(hit, labels, torch.zeros_like(labels)).clamp(0, max(L - 1, 0))
-            if bool((hit & (labels >= 0) & (labels < L) & ~text_mask.gather(1, safe)).any()):
-                raise ValueError("labels must index valid texts of their shape, got a label at a padded text")
+        check_rank(labels, "batch['labels']", 2, "(B, N) long")
+        if labels.dtype != torch.long or labels.shape[0] != B:
+            raise ValueError(
+                f"batch['labels'] must be (B, N) long with B = {B} (from text_feats), "
+                f"got shape {_shape(labels)} dtype {labels.dtype}"
+            )
+        hit = labels != self.ignore_index
+        safe = torch.where(hit, labels, torch.zeros_like(labels)).clamp(0, max(L - 1, 0))
+        if bool((hit & (labels >= 0) & (labels < L) & ~text_mask.gather(1, safe)).any()):
+            raise ValueError("labels must index valid texts of their shape, got a label at a padded text")
         return {"point_labels": labels, "num_labels": L, "ignore_index": self.ignore_index}
 
     def _patch_targets(

@@ -11,7 +11,7 @@ from torch import nn
 
 from pa3d_layers._checks import check_rank
 
-from ._common import check_finite_where, check_reduction, require
+from ._common import check_eps, check_finite_where, check_reduction, require
 from .labels import match_teacher_targets
 
 __all__ = ["cosine_distillation_loss", "CosineDistillationLoss"]
@@ -59,7 +59,7 @@ def cosine_distillation_loss(
         mask: which patches count (True); default all.
         reduction: ``"mean"`` (above), ``"sum"`` over valid patches, or ``"none"`` for the per-patch
             loss, 0 at masked patches.
-        eps: floor on the norms.
+        eps: floor on the norms, a finite number > 0 (a zero vector then has cosine 0 with anything).
 
     Returns:
         A scalar, or ``(B, G)`` for ``reduction="none"``.
@@ -74,6 +74,7 @@ def cosine_distillation_loss(
         tensor(0.5000)
     """
     check_reduction(reduction)
+    check_eps(eps)
     check_rank(pred, "pred", 3, "(B, G, T) float")
     check_rank(target, "target", 3, "(B, G, T) float")
     if not pred.is_floating_point():
@@ -141,15 +142,19 @@ class CosineDistillationLoss(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        if match not in ("nearest", "none"):
+        if not isinstance(match, str) or match not in ("nearest", "none"):
             raise ValueError(f"match must be 'nearest' or 'none', got {match!r}")
-        if max_match_distance is not None and not max_match_distance > 0:
+        if max_match_distance is not None and (
+            isinstance(max_match_distance, bool)
+            or not isinstance(max_match_distance, (int, float))
+            or not max_match_distance > 0
+        ):
             raise ValueError(f"max_match_distance must be > 0 or None, got {max_match_distance!r}")
         if max_match_distance is not None and match == "none":
             raise ValueError("max_match_distance needs match='nearest'")
         self.match = match
         self.max_match_distance = max_match_distance
-        self.eps = eps
+        self.eps = check_eps(eps)
 
     def extra_repr(self) -> str:
         return f"match={self.match!r}, max_match_distance={self.max_match_distance}"

@@ -8,6 +8,8 @@ from einops import rearrange
 from pa3d_layers._checks import check_finite, check_rank
 from pa3d_layers.scatter import scatter
 
+from ._common import check_ignore_index
+
 __all__ = ["fractional_patch_labels", "majority_patch_labels", "match_teacher_targets"]
 
 
@@ -35,6 +37,7 @@ def _check_labels(
     """Validate the label source; return ``(N, L)``."""
     if (point_labels is None) == (label_masks is None):
         raise ValueError("pass exactly one of point_labels (B, N) and label_masks (B, L, N)")
+    check_ignore_index(ignore_index)
     if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 0):
         raise ValueError(f"num_labels must be an int >= 0 or None, got {num_labels!r}")
     B = patch_idx.shape[0]

@@ -72,7 +72,7 @@ def _build_one(spec: Any) -> tuple[nn.Module, float | None]:
         raise ValueError(
             f"spec must be a loss name, a dict with 'type', an nn.Module or a list of those, got {type(spec).__name__}"
         )
-    if name not in LOSSES:
+    if not isinstance(name, str) or name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; registered losses: {', '.join(sorted(LOSSES))}")
     try:
         module = LOSSES[name](**kwargs)

@@ -13,6 +13,10 @@ __all__ = ["LogitScaleBias"]
 _DEFAULTS = {"paper": (10.0, -10.0), "official": (1.0 / 0.07, None)}
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 class LogitScaleBias(nn.Module):
     r"""Holds the logit scale $s$ and bias $\beta$ of $z = s \langle p, t \rangle + \beta$.
 
@@ -56,19 +60,19 @@ class LogitScaleBias(nn.Module):
         max_scale: float | None = 100.0,
     ) -> None:
         super().__init__()
-        if mode not in _DEFAULTS:
+        if not isinstance(mode, str) or mode not in _DEFAULTS:
             raise ValueError(f"mode must be 'paper' or 'official', got {mode!r}")
         default_scale, default_bias = _DEFAULTS[mode]
         if mode == "official" and init_bias is not None:
             raise ValueError(f"init_bias must be None in mode='official' (the release has no bias), got {init_bias!r}")
         init_scale = default_scale if init_scale is None else init_scale
         init_bias = default_bias if init_bias is None else init_bias
-        if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
+        if not (_is_number(init_scale) and math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
-        if max_scale is not None and not max_scale > 0:
+        if max_scale is not None and not (_is_number(max_scale) and max_scale > 0):
             raise ValueError(f"max_scale must be > 0 or None, got {max_scale!r}")
-        if init_bias is not None and not math.isfinite(init_bias):
-            raise ValueError(f"init_bias must be finite or None, got {init_bias!r}")
+        if init_bias is not None and not (_is_number(init_bias) and math.isfinite(init_bias)):
+            raise ValueError(f"init_bias must be a finite number or None, got {init_bias!r}")
         self.mode = mode
         self.learnable = learnable
         self.max_scale = max_scale
