@@ -187,9 +187,9 @@ def _pyplot(feature: str):
 def _save(fig, path: str | os.PathLike) -> Path:
     import io
 
-    import matplotlib.pyplot as plt
-
     from pa3d_models.files import atomic_write_bytes
+
+    plt = _pyplot("saving figures")
 
     buf = io.BytesIO()
     fig.tight_layout()
