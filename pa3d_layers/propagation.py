@@ -6,12 +6,13 @@ C channels.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_points, check_positive_int, check_rank
+from ._checks import check_finite, check_points, check_positive_int, check_rank
 from .grouping import _check_ragged_pair, knn
 from .scatter import scatter
 
@@ -28,6 +29,32 @@ def _gather_rows(values: Tensor, idx: Tensor, dense: bool) -> Tensor:
     b, n, k = idx.shape
     c = values.shape[-1]
     return torch.gather(values, 1, idx.reshape(b, n * k, 1).expand(-1, -1, c)).view(b, n, k, c)
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    return float(eps)
+
+
+def _search_frame(points: Tensor, centers: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``points`` and ``centers`` in float32 at least, scaled by one power of two so their largest |coordinate|
+    lies in [0.5, 1); returns them and the (detached, 0-dim) scale.
+
+    Half precision has no CPU ``cdist`` and its smallest normal number (6e-5) is far above the distances
+    a weight floor must handle; coordinates of 1e20 overflow float32 once squared, and 1e-25 underflow.
+    A power-of-two scale is exact (no mantissa changes) and every mode is scale invariant, so the
+    neighbours and the weights are those of the original cloud.
+    """
+    work = torch.promote_types(points.dtype, torch.float32)
+    pts, ctr = points.to(work), centers.to(work)
+    with torch.no_grad():
+        big = torch.maximum(pts.detach().abs().amax() if pts.numel() else pts.new_zeros(()),
+                            ctr.detach().abs().amax() if ctr.numel() else ctr.new_zeros(()))
+        limit = int(math.log2(torch.finfo(work).max)) - 8  # keep the scale itself finite and normal
+        exponent = torch.frexp(big).exponent.clamp(-limit, limit).to(work)
+        scale = torch.pow(torch.tensor(2.0, dtype=work, device=pts.device), -exponent)
+    return pts * scale, ctr * scale, scale
 
 
 def propagate_to_points(
@@ -67,7 +94,8 @@ def propagate_to_points(
         k: centres per point for ``"idw"``.
         batch: PyG batch vector of ``points`` ``(P,)`` for ragged input.
         center_batch: batch vector of ``centers`` ``(Q,)``; given together with ``batch``.
-        eps: smallest distance used in the ``"idw"`` weights.
+        eps: smallest distance used in the ``"idw"`` weights, a finite number > 0 (any dtype: the search
+            and the weights run in float32 at least).
         backend: ``"auto"`` (torch-cluster / torch-scatter when installed) or ``"torch"``.
 
     Returns:
@@ -95,8 +123,7 @@ def propagate_to_points(
     if backend not in ("auto", "torch"):
         raise ValueError(f"backend must be 'auto' or 'torch', got {backend!r}")
     check_positive_int(k, "k")
-    if not (eps > 0):
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    eps = _check_eps(eps)
     pair = _check_ragged_pair(
         batch, center_batch,
         points.shape[0] if isinstance(points, Tensor) else 0,
@@ -119,6 +146,7 @@ def propagate_to_points(
         )
     if centers.dtype != points.dtype:
         raise ValueError(f"centers must have the dtype of points ({points.dtype}), got {centers.dtype}")
+    check_finite(patch_values, "patch_values")
 
     if ragged:
         assert batch is not None and center_batch is not None
@@ -132,13 +160,19 @@ def propagate_to_points(
 
     knn_backend = "torch" if backend == "torch" else "auto"
     kw = dict(batch_x=center_batch, batch_y=batch, backend=knn_backend)
+    pts, ctr, scale = _search_frame(points, centers)
     if mode == "idw":
-        idx, dist = knn(centers, points, kk, return_distances=True, **kw)  # type: ignore[arg-type]
-        w = 1.0 / dist.clamp(min=eps)
+        idx, dist = knn(ctr, pts, kk, return_distances=True, **kw)  # type: ignore[arg-type]
+        # w_j = 1 / max(d_j, eps), written as max(d_min, eps) / max(d_j, eps) in (0, 1] so that no weight is
+        # infinite (a point on a centre with a subnormal eps) before the normalisation, which cancels the factor.
+        floor = torch.tensor(eps, dtype=dist.dtype, device=dist.device) * scale
+        floor = floor.clamp(min=torch.finfo(dist.dtype).tiny)
+        d = dist.clamp(min=floor)
+        w = d.amin(dim=-1, keepdim=True) / d
         w = (w / w.sum(dim=-1, keepdim=True)).to(patch_values.dtype)
         return (w.unsqueeze(-1) * _gather_rows(patch_values, idx, not ragged)).sum(dim=-2)
 
-    near = knn(centers, points, 1, **kw)  # type: ignore[arg-type]
+    near = knn(ctr, pts, 1, **kw)  # type: ignore[arg-type]
     nearest = _gather_rows(patch_values, near, not ragged).squeeze(-2)
     if mode == "nearest":
         return nearest

@@ -180,6 +180,11 @@ def bad_cases():
          "patch_values must be (B, G, C) float with one row per centre (2, 4), got shape (2, 5, 3)"),
         (dict(points=torch.full((2, 10, 3), float("nan"))), "points must be finite, got 60 NaN/Inf value(s)"),
         (dict(mode="membership"), "patch_idx is required for mode='membership'"),
+        (dict(mode="idw", eps=0.0), "eps must be a finite number > 0, got 0.0"),
+        (dict(mode="idw", eps=-1e-8), "eps must be a finite number > 0, got -1e-08"),
+        (dict(mode="idw", eps=float("nan")), "eps must be a finite number > 0, got nan"),
+        (dict(mode="idw", eps="1e-8"), "eps must be a finite number > 0, got '1e-8'"),
+        (dict(patch_values=torch.full((2, 4, 3), float("inf"))), "patch_values must be finite, got 24 NaN/Inf"),
         (dict(mode="membership", patch_idx=idx.int()), "patch_idx must be (B, G, K) long"),
         (dict(mode="membership", patch_idx=idx + 10), "patch_idx must index points in [0, 10), got values in [10, 10]"),
         (dict(batch=torch.zeros(20, dtype=torch.long)), "batch and center_batch must be given together"),
@@ -204,3 +209,52 @@ def test_bad_input(case):
     with pytest.raises(ValueError, match=re.escape(message)):
         propagate_to_points(args.pop("patch_values"), args.pop("points"), args.pop("centers"), backend="torch",
                             **args)
+
+
+# ---------------------------------------------------------------------------------------------- numerics (issue 18)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(seed=seeds, low=st.sampled_from([torch.float16, torch.bfloat16]))
+def test_half_precision_on_the_torch_backend_matches_float32(mode, seed, low):
+    # fp16 IDW used to give NaN (eps 1e-8 underflows) and the torch kNN has no half cdist on the CPU
+    values, points, groups = setup_dense(seed, b=2, n=30, g=5, k=4, c=3)
+    pts, ctr, val = points.to(low), groups.centers.to(low), values.to(low)
+    out = propagate_to_points(val, pts, ctr, patch_idx=groups.patch_idx, mode=mode, backend="torch")
+    assert out.dtype == low
+    ref = propagate_to_points(val.double(), pts.double(), ctr.double(), patch_idx=groups.patch_idx, mode=mode,
+                              backend="torch")
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
+
+
+@given(seed=seeds, eps=st.floats(1e-45, 1e-8), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_idw_any_positive_eps_is_finite_and_exact_on_centres(seed, eps, dtype):
+    values, points, groups = setup_dense(seed, n=30, g=5, k=4)
+    values, points, centers = values.to(dtype), points.to(dtype), groups.centers.to(dtype)
+    out = propagate_to_points(values, points, centers, mode="idw", k=3, eps=eps, backend="torch")
+    assert bool(torch.isfinite(out).all())
+    got = torch.gather(out, 1, groups.center_idx.unsqueeze(-1).expand(-1, -1, 3))
+    torch.testing.assert_close(got, values, atol=1e-5, rtol=1e-5)  # other centres weigh eps / d < 1e-6
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(seed=seeds, exponent=st.integers(-30, 30), shift=st.booleans())
+def test_every_mode_is_scale_invariant_even_for_huge_and_tiny_clouds(mode, seed, exponent, shift):
+    # 1e20 coordinates overflow float32 once squared (IDW gave NaN); 1e-30 underflow
+    values, points, groups = setup_dense(seed, n=30, g=5, k=4)
+    values, points, centers = values.float(), points.float(), groups.centers.float()
+    factor = 10.0 ** (exponent if not shift else 20 * (1 if exponent >= 0 else -1))
+    eps = 1e-8 * factor
+    ref = propagate_to_points(values, points, centers, patch_idx=groups.patch_idx, mode=mode, backend="torch")
+    out = propagate_to_points(values, points * factor, centers * factor, patch_idx=groups.patch_idx, mode=mode,
+                              eps=max(eps, 1e-45), backend="torch")
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gradcheck_idw_wrt_coordinates():
+    values, points, groups = setup_dense(7, b=1, n=12, g=4, k=3, c=2)
+    points = (points + 0.01).requires_grad_()  # no point exactly on a centre: the weights are smooth there
+    centers = groups.centers.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda p, c: propagate_to_points(values, p, c, mode="idw", k=3, backend="torch"), (points, centers)
+    )
