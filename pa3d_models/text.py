@@ -45,6 +45,7 @@ __all__ = [
     "TextBank",
     "clean_part_name",
     "text_embeddings",
+    "check_text_features",
 ]
 
 #: The official "part_only" template ensemble (facts section 3).
@@ -128,8 +129,10 @@ class BaseTextEncoder:
     _name: str
 
     def __init__(self, *, templates: Sequence[str] = DEFAULT_TEMPLATES, cache: bool = True) -> None:
+        if isinstance(templates, str):
+            raise ValueError(f"templates must be a sequence of strings with one '{{}}' each, got a str {templates!r}")
         templates = tuple(templates)
-        if not templates or any(t.count("{}") != 1 for t in templates):
+        if not templates or any(not isinstance(t, str) or t.count("{}") != 1 for t in templates):
             raise ValueError(f"templates must be non-empty strings with exactly one '{{}}', got {templates!r}")
         self.templates = templates
         self._cache: dict[str, torch.Tensor] | None = {} if cache else None
@@ -166,7 +169,7 @@ class BaseTextEncoder:
         fresh: dict[str, torch.Tensor] = {}
         if todo:
             prompts = [t.format(c) for c in todo for t in self.templates]
-            emb = self._encode_prompts(prompts).float().cpu()
+            emb = _check_prompt_embeddings(self._encode_prompts(prompts), len(prompts), self.name).float().cpu()
             emb = F.normalize(emb, dim=-1).reshape(len(todo), len(self.templates), -1)
             emb = F.normalize(emb.mean(dim=1), dim=-1)
             fresh = dict(zip(todo, emb))
@@ -177,6 +180,44 @@ class BaseTextEncoder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, templates={self.templates!r})"
+
+
+def _check_prompt_embeddings(emb: object, count: int, encoder: str) -> torch.Tensor:
+    """An encoder's raw output: ``(P, D)`` float, finite, one row per prompt."""
+    if not isinstance(emb, torch.Tensor) or emb.dim() != 2 or emb.shape[0] != count or not emb.is_floating_point():
+        got = f"shape {tuple(emb.shape)} dtype {emb.dtype}" if isinstance(emb, torch.Tensor) else type(emb).__name__
+        raise ValueError(f"text encoder {encoder} must return ({count}, D) float embeddings, got {got}")
+    if not bool(torch.isfinite(emb).all()):
+        raise ValueError(f"text encoder {encoder} returned NaN/Inf embeddings (broken weights?)")
+    return emb
+
+
+def check_text_features(feats: object, num_names: int | None = None, name: str = "text features") -> torch.Tensor:
+    """Check ``(L, D)`` text features at a door (segment, evaluation): float, finite, ``L = num_names``.
+
+    Args:
+        feats: the features.
+        num_names: the expected L, or None for any.
+        name: what to call them in the message.
+
+    Returns:
+        ``feats`` unchanged.
+
+    Examples:
+        >>> check_text_features(torch.ones(2, 4), 2).shape
+        torch.Size([2, 4])
+    """
+    if not isinstance(feats, torch.Tensor):
+        raise ValueError(f"{name} must be an (L, D) float tensor, got {type(feats).__name__}")
+    if feats.dim() != 2 or not feats.is_floating_point() or feats.shape[1] == 0:
+        raise ValueError(f"{name} must be an (L, D) float tensor with D >= 1, got shape {tuple(feats.shape)} "
+                         f"dtype {feats.dtype}")
+    if num_names is not None and feats.shape[0] != num_names:
+        raise ValueError(f"{name} must have one row per name (L = {num_names}), got shape {tuple(feats.shape)}")
+    if not bool(torch.isfinite(feats).all()):
+        bad = int((~torch.isfinite(feats)).sum())
+        raise ValueError(f"{name} must be finite, got {bad} NaN/Inf value(s)")
+    return feats
 
 
 class FixedTextEncoder(BaseTextEncoder):
@@ -198,9 +239,13 @@ class FixedTextEncoder(BaseTextEncoder):
     """
 
     def __init__(self, dim: int = 64, *, seed: int = 0, templates: Sequence[str] = ("{}",)) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
         super().__init__(templates=templates)
-        self._dim = int(dim)
-        self.seed = int(seed)
+        self._dim = dim
+        self.seed = seed
         self._name = f"fixed:{self._dim}:{self.seed}"
 
     def _encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -519,7 +564,10 @@ def resolve_text_encoder(
     if kind in ("minilm", "sentence-transformers", "sentence_transformers", "st"):
         return say(SentenceTransformerTextEncoder(rest or None, device=device), "")
     if kind == "fixed":
-        return say(FixedTextEncoder(int(rest) if rest else 64), ": random fixed vectors, no language model")
+        dim = rest.strip() or "64"
+        if not re.fullmatch(r"[0-9]+", dim) or int(dim) < 1:
+            raise ValueError(f"text encoder spec {spec!r}: 'fixed:DIM' needs DIM an int >= 1, got {rest!r}")
+        return say(FixedTextEncoder(int(dim)), ": random fixed vectors, no language model")
     if Path(spec).expanduser().is_dir():
         return say(SentenceTransformerTextEncoder(spec, device=device), "")
     raise ValueError(
@@ -534,17 +582,20 @@ def resolve_text_encoder(
 def text_embeddings(text: object, names: Sequence[str]) -> torch.Tensor:
     """``(L, D)`` embeddings of ``names`` from a :class:`TextBank`, a text encoder, a callable, or given as an
     ``(L, D)`` tensor (returned as is)."""
+    names = _check_names(names)
     if isinstance(text, torch.Tensor):
-        return text
-    if isinstance(text, TextBank):
-        return text.lookup(list(names))
-    if hasattr(text, "encode"):
-        return text.encode(list(names))
-    if callable(text):
-        return text(list(names))
-    raise ValueError(
-        f"text must be a TextEncoder, a TextBank, an (L, D) tensor or a callable, got {type(text).__name__}"
-    )
+        feats = text
+    elif isinstance(text, TextBank):
+        feats = text.lookup(names)
+    elif hasattr(text, "encode"):
+        feats = text.encode(names)
+    elif callable(text):
+        feats = text(names)
+    else:
+        raise ValueError(
+            f"text must be a TextEncoder, a TextBank, an (L, D) tensor or a callable, got {type(text).__name__}"
+        )
+    return check_text_features(feats, len(names))
 
 
 class TextBank:
@@ -571,13 +622,14 @@ class TextBank:
     def __init__(
         self, names: Sequence[str], embeddings: torch.Tensor, *, encoder: str, templates: Sequence[str] = ()
     ) -> None:
-        names = [clean_part_name(n) for n in names]
-        if embeddings.dim() != 2 or embeddings.shape[0] != len(names):
+        names = [clean_part_name(n) for n in _check_names(names)]
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2 or embeddings.shape[0] != len(names):
             raise ValueError(
                 f"embeddings must be (L, D) with L = {len(names)} names, got {tuple(embeddings.shape)}"
             )
         if len(set(names)) != len(names):
             raise ValueError("names must be unique after cleaning")
+        check_text_features(embeddings, len(names), "embeddings")
         self.names = names
         self.embeddings = embeddings.detach().float().cpu().contiguous()
         self.encoder = str(encoder)
@@ -640,14 +692,14 @@ class TextBank:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"text bank {path} does not exist")
+            raise FileNotFoundError(f"text bank {path} {'is a directory' if path.is_dir() else 'does not exist'}")
         try:
             with safe_open(str(path), framework="pt") as fh:
                 meta = json.loads((fh.metadata() or {})["pa3d_text_bank"])
                 emb = fh.get_tensor("embeddings")
+            bank = cls(meta["names"], emb, encoder=meta["encoder"], templates=meta.get("templates", ()))
         except Exception as err:  # noqa: BLE001 - one clear message for any unreadable bank
-            raise ValueError(f"{path} is not a pa3d text bank: {err}") from err
-        bank = cls(meta["names"], emb, encoder=meta["encoder"], templates=meta.get("templates", ()))
+            raise ValueError(f"{path} is not a pa3d text bank: {type(err).__name__}: {err}") from None
         if encoder is not None:
             bank.check_encoder(encoder)
         return bank

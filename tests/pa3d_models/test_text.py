@@ -18,6 +18,7 @@ from pa3d_models.text import (
     TextEncoder,
     clean_part_name,
     resolve_text_encoder,
+    text_embeddings,
 )
 
 
@@ -189,3 +190,90 @@ def test_sentence_transformer_minilm_offline():
     emb = enc.encode(["chair leg", "table leg", "airplane wing"])
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(3))
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2])  # a real language model, unlike a random tower
+
+
+# ---------------------------------------------------------------------------------------------- bad input (issue 18)
+
+
+@pytest.mark.parametrize("spec, got", [("fixed:0", "'0'"), ("fixed:abc", "'abc'"), ("fixed:-4", "'-4'"),
+                                       ("fixed:²", "'²'"), ("fixed:1.5", "'1.5'")])
+def test_fixed_spec_needs_a_positive_int_dim(spec, got):
+    with pytest.raises(ValueError, match=rf"text encoder spec '{spec}': 'fixed:DIM' needs DIM an int >= 1, got {got}"):
+        resolve_text_encoder(spec, verbose=False)
+
+
+@given(dim=st.integers(1, 64))
+def test_fixed_spec_dim_round_trips(dim):
+    assert resolve_text_encoder(f"fixed:{dim}", verbose=False).dim == dim
+
+
+@pytest.mark.parametrize("dim", [0, -4, 2.5, "8", True, None])
+def test_fixed_encoder_dim_must_be_a_positive_int(dim):
+    with pytest.raises(ValueError, match=f"dim must be an int >= 1, got {dim!r}"):
+        FixedTextEncoder(dim=dim)
+
+
+@pytest.mark.parametrize("templates", ["{}", [1], ["no placeholder"], []])
+def test_templates_must_be_strings_with_one_placeholder(templates):
+    with pytest.raises(ValueError, match="templates must be"):
+        FixedTextEncoder(templates=templates)
+
+
+class _NaNEncoder(FixedTextEncoder):
+    def _encode_prompts(self, prompts):
+        out = super()._encode_prompts(prompts)
+        out[0, 0] = float("nan")
+        return out
+
+
+class _WrongRows(FixedTextEncoder):
+    def _encode_prompts(self, prompts):
+        return super()._encode_prompts(prompts)[:1]
+
+
+def test_encoder_output_is_checked_at_the_door():
+    with pytest.raises(ValueError, match=r"text encoder fixed:4:0 returned NaN/Inf embeddings"):
+        _NaNEncoder(dim=4).encode(["leg", "seat"])
+    with pytest.raises(ValueError, match=r"fixed:4:0 must return \(2, D\) float embeddings, got shape \(1, 4\)"):
+        _WrongRows(dim=4).encode(["leg", "seat"])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (torch.full((2, 4), float("nan")), r"text features must be finite, got 8 NaN/Inf value\(s\)"),
+        (torch.ones(3, 4), r"text features must have one row per name \(L = 2\), got shape \(3, 4\)"),
+        (torch.ones(2, 4, dtype=torch.long), r"text features must be an \(L, D\) float tensor"),
+        (torch.ones(2, 0), r"text features must be an \(L, D\) float tensor with D >= 1"),
+        (lambda names: [[0.0]] * len(names), r"text features must be an \(L, D\) float tensor, got list"),
+        (lambda names: torch.full((len(names), 3), float("inf")), r"text features must be finite"),
+        (object(), r"text must be a TextEncoder, a TextBank"),
+    ],
+)
+def test_text_embeddings_checks_what_it_returns(text, message):
+    with pytest.raises(ValueError, match=message):
+        text_embeddings(text, ["leg", "seat"])
+
+
+def test_text_embeddings_passes_good_features_unchanged():
+    feats = F.normalize(torch.randn(2, 5), dim=-1)
+    assert text_embeddings(feats, ["leg", "seat"]) is feats
+    enc = FixedTextEncoder(dim=6)
+    torch.testing.assert_close(text_embeddings(enc, ["leg", "seat"]), enc.encode(["leg", "seat"]))
+
+
+def test_text_bank_refuses_nan_embeddings_and_bad_metadata(tmp_path):
+    with pytest.raises(ValueError, match="embeddings must be finite"):
+        TextBank(["leg"], torch.full((1, 4), float("nan")), encoder="x")
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bank.safetensors"
+    save_file({"embeddings": torch.ones(2, 4)}, str(bad), metadata={"pa3d_text_bank": '{"names": ["a"]}'})
+    with pytest.raises(ValueError, match="is not a pa3d text bank: KeyError"):
+        TextBank.load(bad)
+    save_file({"embeddings": torch.full((1, 4), float("nan"))}, str(bad),
+              metadata={"pa3d_text_bank": '{"names": ["a"], "encoder": "e"}'})
+    with pytest.raises(ValueError, match="is not a pa3d text bank: ValueError: embeddings must be finite"):
+        TextBank.load(bad)
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        TextBank.load(tmp_path)
