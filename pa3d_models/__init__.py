@@ -5,9 +5,26 @@ Flat re-exports: ``from pa3d_models import create_model, OpenCLIPTextEncoder, lo
 """
 
 from . import deps, files  # noqa: E402, F401
-from .checkpoint import PretrainedMixin, load_weights, read_config, resolve_checkpoint, save_pretrained  # noqa: E402
+from .checkpoint import (  # noqa: E402
+    PretrainedMixin,
+    check_state_dict,
+    file_sha256,
+    load_torch_file,
+    load_weights,
+    read_config,
+    read_metadata,
+    resolve_checkpoint,
+    save_pretrained,
+)
 from .deps import MissingDependencyError  # noqa: E402
-from .loaders import load_checkpoint, load_official_checkpoint, load_pretrained  # noqa: E402
+from .loaders import (  # noqa: E402
+    CheckpointOrigin,
+    InitReport,
+    init_from_checkpoint,
+    load_checkpoint,
+    load_official_checkpoint,
+    load_pretrained,
+)
 from .model import (  # noqa: E402
     MODELS,
     STAGE2_TRAINABLE,
@@ -75,6 +92,13 @@ __all__ = [
     "load_official_checkpoint",
     "load_checkpoint",
     "resolve_checkpoint",
+    "read_metadata",
+    "load_torch_file",
+    "file_sha256",
+    "check_state_dict",
+    "init_from_checkpoint",
+    "InitReport",
+    "CheckpointOrigin",
     "Teacher",
     "DINOv2Teacher",
     "TinyTeacher",

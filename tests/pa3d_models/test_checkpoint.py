@@ -218,7 +218,7 @@ def test_official_checkpoint_bad_inputs(tmp_path):
         load_official_checkpoint(tmp_path / "missing.pt")
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match=r"corrupt.pt \(8 bytes\) cannot be read: truncated, corrupt or not written"):
         load_official_checkpoint(bad)
     with pytest.raises(ValueError, match="no 'model' entry"):
         load_official_checkpoint({"state_dict": {}})
