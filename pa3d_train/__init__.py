@@ -1,19 +1,41 @@
 """pa3d_train: the training engine and everything around a run.
 
-The way ``open_clip_train`` sits beside ``open_clip``: the engine (an epoch loop used by both stages, DDP, AMP
-with its scaler, exact resume, learning-rate schedules, time budgets, logging), configuration parsing, the
-evaluation driver, metrics, reports and figures. Recipes compose these; nothing here imports a recipe.
+The way ``open_clip_train`` sits beside ``open_clip``: the engine (:func:`fit`, one epoch loop for both stages
+with DDP, AMP and its scaler, exact resume, learning-rate schedules, time budgets, logging), configuration
+(:func:`resolve_config`: YAML defaults < preset < command line), the stage drivers, the evaluation driver,
+metrics, reports and figures, and :func:`main`/:func:`run` for a whole PatchAlign3D run. Recipes compose
+these; nothing here imports a recipe.
 
-Flat re-exports: ``from pa3d_train import evaluate_segmentation, instance_miou, init_distributed``.
+Flat re-exports: ``from pa3d_train import fit, main, evaluate_segmentation, instance_miou``.
 """
 
+from .config import (
+    COMMANDS,
+    DEFAULTS,
+    RESUME_KEYS,
+    ConfigError,
+    build_parser,
+    check_config,
+    import_user_module,
+    load_yaml,
+    presets,
+    resolve_config,
+    resolve_loss,
+)
 from .engine import (
+    TRAINING_STATE_FORMAT,
     DistributedContext,
+    FitResult,
     JsonlLogger,
     atomic_torch_save,
+    check_resume,
+    clean_stale_temporaries,
+    fit,
+    grouping_backend,
     init_distributed,
     load_training_state,
     param_groups,
+    read_training_state,
     rng_state,
     save_training_state,
     seed_everything,
@@ -31,20 +53,83 @@ from .metrics import (
     shape_iou,
 )
 from .report import miou_table, write_metrics, write_report
+from .run import STAGES, main, run
+from .schedule import SCHEDULES, Budget, RunProgress, format_duration, lr_factor, split_budget, warmup_cosine
+from .stages import (
+    TrainingView,
+    all_prompts,
+    build_datasets,
+    eval_candidates,
+    evaluate_all,
+    load_for_eval,
+    make_collate,
+    model_transform,
+    new_model,
+    stage1_teacher_dim,
+    steps_per_epoch,
+    teacher_targets,
+    train_stage1,
+    train_stage2,
+)
 from .viz import colorize_labels, part_palette, pca_rgb, save_feature_figure, save_part_figure
 
 __all__ = [
     # engine
+    "fit",
+    "FitResult",
     "seed_everything",
     "atomic_torch_save",
     "save_training_state",
     "load_training_state",
+    "read_training_state",
+    "check_resume",
+    "clean_stale_temporaries",
+    "TRAINING_STATE_FORMAT",
     "JsonlLogger",
     "param_groups",
     "DistributedContext",
     "init_distributed",
+    "grouping_backend",
     "rng_state",
     "set_rng_state",
+    # schedules and budgets
+    "SCHEDULES",
+    "lr_factor",
+    "warmup_cosine",
+    "split_budget",
+    "Budget",
+    "RunProgress",
+    "format_duration",
+    # configuration
+    "COMMANDS",
+    "DEFAULTS",
+    "RESUME_KEYS",
+    "ConfigError",
+    "build_parser",
+    "resolve_config",
+    "check_config",
+    "load_yaml",
+    "presets",
+    "resolve_loss",
+    "import_user_module",
+    # a whole run and its stages
+    "main",
+    "run",
+    "STAGES",
+    "model_transform",
+    "build_datasets",
+    "TrainingView",
+    "make_collate",
+    "all_prompts",
+    "steps_per_epoch",
+    "new_model",
+    "teacher_targets",
+    "stage1_teacher_dim",
+    "train_stage1",
+    "train_stage2",
+    "load_for_eval",
+    "eval_candidates",
+    "evaluate_all",
     # evaluation and metrics
     "Candidates",
     "evaluate_segmentation",
