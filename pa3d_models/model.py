@@ -34,6 +34,7 @@ __all__ = [
     "SegmentResult",
     "MODELS",
     "register_model",
+    "check_model_kwargs",
     "create_model",
     "list_models",
     "freeze_for_stage2",
@@ -461,9 +462,79 @@ def _set_log_scale(module: LogitScaleBias, log_scale: Tensor | float) -> None:
 MODELS: dict[str, dict[str, Any]] = {}
 
 
+_POSITIVE_INTS = ("in_channels", "num_groups", "group_size", "tokenizer_dim", "embed_dim", "depth", "num_heads",
+                  "pos_hidden_dim", "teacher_dim", "text_dim")
+
+
+def _accepted_model_kwargs() -> set[str]:
+    import inspect
+
+    head = set(inspect.signature(PatchAlign3D.__init__).parameters) - {"self", "encoder", "encoder_kwargs"}
+    return head | (set(inspect.signature(PatchEncoder.__init__).parameters) - {"self"})
+
+
+def check_model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """Refuse unknown or invalid :class:`PatchAlign3D` / :class:`PatchEncoder` keywords, naming the argument.
+
+    Called by :func:`create_model` and :func:`register_model` before anything is built.
+
+    Args:
+        config: flat keyword arguments (encoder keys beside the head's).
+
+    Returns:
+        ``config`` unchanged.
+
+    Examples:
+        >>> check_model_kwargs({"text_dim": 0})
+        Traceback (most recent call last):
+        ...
+        ValueError: text_dim must be an int >= 1, got 0
+    """
+    import math
+
+    unknown = sorted(set(config) - _accepted_model_kwargs())
+    if unknown:
+        raise ValueError(f"unknown model argument(s) {unknown}; accepted: {sorted(_accepted_model_kwargs())}")
+    for key in _POSITIVE_INTS:
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+
+    def number(key: str) -> float | None:
+        value = config.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+        return float(value)
+
+    if (ratio := number("mlp_ratio")) is not None and ratio <= 0:
+        raise ValueError(f"mlp_ratio must be > 0, got {config['mlp_ratio']!r}")
+    if (rate := number("drop_path_rate")) is not None and not 0 <= rate < 1:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {config['drop_path_rate']!r}")
+    if (scale := number("logit_scale_init")) is not None and scale <= 0:
+        raise ValueError(f"logit_scale_init must be > 0, got {config['logit_scale_init']!r}")
+    number("logit_bias_init")
+    embed_dim, num_heads = config.get("embed_dim"), config.get("num_heads")
+    if embed_dim is not None and num_heads is not None and embed_dim % num_heads:
+        raise ValueError(f"embed_dim must be divisible by num_heads, got embed_dim={embed_dim}, num_heads={num_heads}")
+    for key, allowed in (("logit_mode", ("paper", "official")), ("backend", ("auto", "torch", "cluster"))):
+        if key in config and (not isinstance(config[key], str) or config[key] not in allowed):
+            raise ValueError(f"{key} must be one of {allowed}, got {config[key]!r}")
+    if "qkv_bias" in config and not isinstance(config["qkv_bias"], bool):
+        raise ValueError(f"qkv_bias must be a bool, got {config['qkv_bias']!r}")
+    return config
+
+
 def register_model(name: str, **config: Any) -> None:
-    """Register a named config for :func:`create_model` (tested automatically by the registry test)."""
-    MODELS[name] = dict(config)
+    """Register a named config for :func:`create_model` (tested automatically by the registry test).
+
+    The config is checked now (:func:`check_model_kwargs`), so a bad registration fails where it is made.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    MODELS[name] = dict(check_model_kwargs(dict(config)))
+
 
 
 register_model(
@@ -530,9 +601,10 @@ def create_model(name: str = "patchalign3d_base", **overrides: Any) -> PatchAlig
         >>> create_model("patchalign3d_tiny", text_dim=384).text_dim
         384
     """
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered: {list_models()}")
-    return PatchAlign3D(**{**MODELS[name], **overrides})
+    config = check_model_kwargs({**MODELS[name], **overrides})
+    return PatchAlign3D(**config)
 
 
 # ------------------------------------------------------------------------------------------------ freezing
@@ -568,8 +640,12 @@ def freeze_for_stage2(model: PatchAlign3D, policy: str = "paper", *, freeze_bn_s
     Returns:
         Sorted names of the trainable parameters.
     """
-    if policy not in STAGE2_TRAINABLE:
+    if not isinstance(model, PatchAlign3D):
+        raise ValueError(f"model must be a PatchAlign3D, got {type(model).__name__}")
+    if not isinstance(policy, str) or policy not in STAGE2_TRAINABLE:
         raise ValueError(f"policy must be one of {sorted(STAGE2_TRAINABLE)}, got {policy!r}")
+    if not isinstance(freeze_bn_stats, bool):
+        raise ValueError(f"freeze_bn_stats must be a bool, got {freeze_bn_stats!r}")
     last = str(model.encoder.config["depth"] - 1)
     prefixes = tuple(p.replace("{last}", last) for p in STAGE2_TRAINABLE[policy])
     trainable = []
