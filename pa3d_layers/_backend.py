@@ -50,7 +50,8 @@ def resolve_backend(backend: str, extension: Literal["cluster", "scatter"], op: 
         if not _AVAILABLE[extension]():
             raise ValueError(
                 f"backend={backend!r} for {op} needs {_PACKAGE[extension]}, which is not installed "
-                f"(pip install --no-build-isolation {_PACKAGE[extension]}), or use backend='torch'"
+                f"(pip install --no-build-isolation {_PACKAGE[extension]}: the pa3d[accel] extra, `make accel` in a "
+                f"checkout), or use backend='torch'"
             )
         return extension
     if backend == "auto":
@@ -60,7 +61,8 @@ def resolve_backend(backend: str, extension: Literal["cluster", "scatter"], op: 
             _warned.add(extension)
             warnings.warn(
                 f"{_PACKAGE[extension]} is not installed: pa3d uses its pure-PyTorch reference "
-                f"(slower). Install it with `pip install --no-build-isolation {_PACKAGE[extension]}`.",
+                f"(slower). Install it with `pip install --no-build-isolation {_PACKAGE[extension]}` (the pa3d[accel] "
+                "extra; `make accel` in a checkout compiles both extensions at once).",
                 stacklevel=3,
             )
         return "torch"
