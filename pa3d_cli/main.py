@@ -20,8 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pa3d_cli.precompute_teacher",
         "render, run a 2D teacher, back-project: cache Stage-1 targets",
     ),
-    "segment": ("pa3d_cli.segment", "zero-shot part segmentation of a mesh or point cloud, written as a PLY"),
+    "segment": (
+        "pa3d_cli.segment",
+        "zero-shot part segmentation of meshes or point clouds, labels carried back to every vertex/point",
+    ),
     "build-text-bank": ("pa3d_cli.segment:build_text_bank_command", "encode part names once into a text bank"),
+    # the web app lives in the package above this one (pa3d_app); named by string, imported only when it runs
+    "app": ("pa3d_app.cli", "local web app: upload a shape, name its parts, see them in 3D (needs pa3d[app])"),
 }
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pa3d_layers import PatchEmbedding, PatchGrouper, PointNetTokenizer, TransformerEncoder
-from pa3d_layers._checks import check_batch_vector, check_points
+from pa3d_layers._checks import check_batch_vector, check_finite, check_points
 from pa3d_losses import LogitScaleBias
 
 from .checkpoint import PretrainedMixin
@@ -373,29 +373,55 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def segment(
         self,
-        points: Tensor,
+        points: Any,
         part_names: Sequence[str],
         text: TextEncoder | TextBank | Tensor,
         *,
+        batch: Tensor | None = None,
         assign: str = "nearest",
         min_score: float | None = None,
         k: int = 3,
-    ) -> SegmentResult:
+    ) -> SegmentResult | list[SegmentResult]:
         """Zero-shot part segmentation: score every patch against the part names, propagate to points.
 
+        The points are cast to the model's dtype at the door (float64, half and bfloat16 inputs work); the
+        values that can silently spoil a result are checked here, outside the compilable forward: points,
+        weights and text embeddings must be finite and ``min_score`` a finite number.
+
         Args:
-            points: one shape ``(N, 3)`` or a batch ``(B, N, 3)``.
+            points: one shape ``(N, 3)``, a dense batch ``(B, N, 3)``, ragged ``(P, 3)`` with ``batch``, or a
+                PyG ``Batch``/``Data`` (``.pos``, ``.batch``).
             part_names: the ``L`` part names (unique after cleaning).
             text: a text encoder, a :class:`~pa3d_models.TextBank` holding the names, or their embeddings
                 ``(L, D)``.
+            batch: ``(P,)`` cloud index of each point for ragged ``points``.
             assign: patch -> point propagation: ``"nearest"`` centre (the release's default),
                 ``"membership"`` (mean over the patches holding the point) or ``"idw"``.
             min_score: points whose best score is below this get label -1 (no label).
             k: neighbours for ``"idw"``.
 
         Returns:
-            :class:`SegmentResult` with ``labels``, ``scores`` and ``similarities``.
+            :class:`SegmentResult` with ``labels``, ``scores`` and ``similarities`` (``(N,)``/``(N, L)`` for
+            one shape, ``(B, N)``/``(B, N, L)`` for a dense batch); for ragged input a list with one
+            :class:`SegmentResult` per cloud, in cloud order.
+
+        Shape:
+            - points: ``(N, 3)``, ``(B, N, 3)`` or ``(P, 3)`` with ``batch (P,)``
+            - labels, scores: ``(N,)``, ``(B, N)`` or per cloud ``(N_b,)``
+            - similarities: ``(N, L)``, ``(B, N, L)`` or per cloud ``(N_b, L)``
+
+        Examples:
+            >>> from pa3d_models import FixedTextEncoder
+            >>> m = create_model("patchalign3d_tiny").eval()
+            >>> res = m.segment(torch.rand(300, 3), ["leg", "seat"], FixedTextEncoder(dim=64))
+            >>> tuple(res.labels.shape), tuple(res.similarities.shape)
+            ((300,), (300, 2))
+            >>> pos, b = torch.rand(500, 3), torch.cat([torch.zeros(200), torch.ones(300)]).long()
+            >>> [tuple(r.labels.shape) for r in m.segment(pos, ["leg", "seat"], FixedTextEncoder(dim=64), batch=b)]
+            [(200,), (300,)]
         """
+        import math
+
         from pa3d_layers import propagate_to_points
 
         from .text import _check_names, clean_part_name, text_embeddings
@@ -405,35 +431,75 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
         dup = sorted({n for n in cleaned if cleaned.count(n) > 1})
         if dup:
             raise ValueError(f"part_names must be unique, got duplicates {dup}")
+        if min_score is not None:
+            if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score):
+                raise ValueError(f"min_score must be a finite number or None, got {min_score!r}")
         text_feats = text_embeddings(text, names)
-        if text_feats.dim() != 2 or text_feats.shape[0] != len(names):
-            raise ValueError(f"text embeddings must be (L, D) with L = {len(names)}, got {tuple(text_feats.shape)}")
+        if not isinstance(text_feats, Tensor) or text_feats.dim() != 2 or text_feats.shape[0] != len(names):
+            shape = tuple(text_feats.shape) if isinstance(text_feats, Tensor) else type(text_feats).__name__
+            raise ValueError(f"text embeddings must be (L, D) with L = {len(names)}, got {shape}")
         if text_feats.shape[1] != self.text_dim:
             raise ValueError(
                 f"text dimension {text_feats.shape[1]} does not match the model's text head ({self.text_dim}): "
                 "use the text encoder the checkpoint was trained with"
             )
-        single = isinstance(points, Tensor) and points.dim() == 2
-        pts = points[None] if single else points
-        check_points(pts, "points", ragged=False)
+        if not bool(torch.isfinite(text_feats).all()):
+            raise ValueError(
+                f"text embeddings must be finite, got {int((~torch.isfinite(text_feats)).any(-1).sum())} of "
+                f"{len(names)} part names with NaN/Inf features"
+            )
+        for tensor_name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"the model's weights must be finite, but {tensor_name} holds NaN/Inf values")
+
+        pos, batch = _unpack(points, batch)
+        param = next(self.parameters())
+        ragged = batch is not None
+        if ragged:
+            check_points(pos, "points", ragged=True)
+            check_batch_vector(batch, pos.shape[0])
+            pts = pos
+        else:
+            single = isinstance(pos, Tensor) and pos.dim() == 2
+            pts = pos[None] if single else pos
+            check_points(pts, "points", ragged=False)
+        if pts.dtype != param.dtype:  # cast at the door; a value that overflows the model's dtype is refused
+            pts = pts.to(param.dtype)
+            check_finite(pts, f"points (cast to {param.dtype})")
+        pts = pts.to(param.device)
         was_training = self.training
         self.eval()
         try:
-            out = self(pts)
+            out = self(pts, batch.to(param.device) if ragged else None)
         finally:
             self.train(was_training)
         patch = out["patch_feats"]
         text_feats = F.normalize(text_feats.to(patch), dim=-1)
         sim = torch.einsum("bgd,ld->bgl", patch, text_feats)
-        point_sim = propagate_to_points(sim, pts, out["centers"], patch_idx=out["patch_idx"], mode=assign, k=k)
-        best, labels = point_sim.max(dim=-1)
         scale, bias = out["logit_scale"], out["logit_bias"]
-        scores = torch.sigmoid(scale * best + (bias if bias is not None else 0.0))
-        if min_score is not None:
-            labels = torch.where(scores >= min_score, labels, torch.full_like(labels, -1))
-        if single:
-            return SegmentResult(labels[0], scores[0], point_sim[0])
-        return SegmentResult(labels, scores, point_sim)
+
+        def finish(point_sim: Tensor) -> SegmentResult:
+            best, labels = point_sim.max(dim=-1)
+            scores = torch.sigmoid(scale * best + (bias if bias is not None else 0.0))
+            if min_score is not None:
+                labels = torch.where(scores >= min_score, labels, torch.full_like(labels, -1))
+            return SegmentResult(labels, scores, point_sim)
+
+        if not ragged:
+            point_sim = propagate_to_points(sim, pts, out["centers"], patch_idx=out["patch_idx"], mode=assign, k=k)
+            res = finish(point_sim)
+            return SegmentResult(*(t[0] for t in res)) if single else res
+        counts = torch.bincount(batch.to(param.device)).tolist()
+        results: list[SegmentResult] = []
+        start = 0
+        for b, n in enumerate(counts):
+            cloud = pts[start : start + n][None]
+            idx = (out["patch_idx"][b] - start)[None]
+            point_sim = propagate_to_points(sim[b : b + 1], cloud, out["centers"][b : b + 1], patch_idx=idx,
+                                            mode=assign, k=k)
+            results.append(SegmentResult(*(t[0] for t in finish(point_sim))))
+            start += n
+        return results
 
 
 # ------------------------------------------------------------------------------------------ logit module
@@ -534,7 +600,6 @@ def register_model(name: str, **config: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty str, got {name!r}")
     MODELS[name] = dict(check_model_kwargs(dict(config)))
-
 
 
 register_model(

@@ -126,53 +126,62 @@ def test_parse_part_names():
 
 
 def read_ply(path):
-    """A small reader for the PLY we write: returns (header lines, structured array)."""
+    """A small reader for the PLYs we write (vertex element only): returns (header lines, dict of columns)."""
+    from pa3d_data import read_ply as library_read_ply
+
     raw = path.read_bytes()
-    head, body = raw.split(b"end_header\n", 1)
-    header = head.decode().splitlines()
-    n = int(next(line.split()[-1] for line in header if line.startswith("element vertex")))
-    props = [line.split()[-1] for line in header if line.startswith("property")]
-    assert props == ["x", "y", "z", "red", "green", "blue", "label"]
-    if "format ascii 1.0" in header:
-        rows = [r.split() for r in body.decode().splitlines()]
-        assert len(rows) == n and all(len(r) == 7 for r in rows)
-        arr = np.array(rows, dtype=np.float64)
-        return header, {"xyz": arr[:, :3], "rgb": arr[:, 3:6].astype(int), "label": arr[:, 6].astype(int)}
-    dt = np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3), ("label", "<i4")])
-    assert len(body) == n * dt.itemsize
-    rec = np.frombuffer(body, dtype=dt)
-    return header, {"xyz": rec["xyz"], "rgb": rec["rgb"].astype(int), "label": rec["label"].astype(int)}
+    header = raw.split(b"end_header\n", 1)[0].decode("ascii").splitlines()
+    props = [line.split()[-1] for line in header if line.startswith("property") and "list" not in line]
+    assert props[:7] == ["x", "y", "z", "red", "green", "blue", "label"], props
+    data = library_read_ply(path)
+    return header, {"xyz": data["points"], "rgb": np.rint(data["colors"] * 255).astype(int),
+                    "label": data["labels"], "faces": data.get("faces")}
 
 
 CLI_BASE = ["--model", "patchalign3d_tiny", "--text-model", "fixed:64", "--num-points", "512"]
 
 
 @pytest.mark.data
-def test_cli_writes_a_valid_ply_for_the_penguin(shared_data, tmp_path, capsys):
+def test_cli_writes_the_whole_penguin_mesh(shared_data, tmp_path, capsys):
+    """Issue 16's "done when": GLB and PLY of the whole source mesh (9,258 faces) with per-vertex labels."""
+    from pa3d_data import read_glb, read_mesh
+
     penguin = shared_data / "demo" / "satr" / "penguin.obj"
     if not penguin.is_file():
         pytest.skip(f"{penguin} is absent")
-    out, png, legend = tmp_path / "penguin.ply", tmp_path / "penguin.png", tmp_path / "legend.json"
+    mesh = read_mesh(penguin)
+    assert len(mesh.faces) == 9258
+    out, png, legend = tmp_path / "p.glb", tmp_path / "penguin.png", tmp_path / "legend.json"
     rc = main(["segment", str(penguin), "--parts", "head,body,wing,foot", "--output", str(out),
                "--png", str(png), "--legend", str(legend), *CLI_BASE])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "UNTRAINED" in captured.out
-    header, data = read_ply(out)
-    assert data["xyz"].shape == (512, 3) and np.isfinite(data["xyz"]).all()
-    assert set(np.unique(data["label"])) <= {0, 1, 2, 3}
-    assert any("label 2 wing" in line for line in header)
+    glb = read_glb(out)
+    assert out.read_bytes()[:4] == b"glTF"
+    assert glb["faces"].shape == (9258, 3) and np.array_equal(glb["faces"], mesh.faces)
+    np.testing.assert_allclose(glb["vertices"], mesh.vertices, atol=1e-5)
+    labels = glb["attributes"]["_LABEL"]
+    assert labels.shape == (len(mesh.vertices),) and set(np.unique(labels)) <= {0, 1, 2, 3}
+    from pa3d_train.viz import colorize_labels
+
+    assert np.array_equal(glb["attributes"]["COLOR_0"][:, :3], colorize_labels(labels.astype(int), 4))
+    assert glb["gltf"]["extras"]["pa3d"]["parts"] == ["head", "body", "wing", "foot"]
+    assert glb["face_labels"].shape == (9258,)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leg = json.loads(legend.read_text())
     assert [p["name"] for p in leg["parts"]] == ["head", "body", "wing", "foot"] and leg["untrained"]
-    assert sum(p["points"] for p in leg["parts"]) == 512
-    # binary output holds the same points and labels
-    out_b = tmp_path / "penguin_b.ply"
-    assert main(["segment", str(penguin), "--parts", "head,body,wing,foot", "--output", str(out_b),
+    assert sum(p["points"] for p in leg["parts"]) == len(mesh.vertices)
+    assert sum(p["faces"] for p in leg["parts"]) == 9258
+    # the PLY holds the mesh with its faces, colours and labels, and agrees with the GLB
+    out_ply = tmp_path / "p.ply"
+    assert main(["segment", str(penguin), "--parts", "head,body,wing,foot", "--output", str(out_ply),
                  "--binary", *CLI_BASE]) == 0
-    _, data_b = read_ply(out_b)
-    np.testing.assert_allclose(data_b["xyz"], data["xyz"], atol=1e-4)
-    assert np.array_equal(data_b["label"], data["label"])
+    header, data = read_ply(out_ply)
+    assert "element face 9258" in header
+    assert np.array_equal(data["faces"], mesh.faces)
+    assert np.array_equal(data["label"], labels.astype(int))
+    np.testing.assert_allclose(data["xyz"], mesh.vertices, atol=1e-12)
 
 
 def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
@@ -184,12 +193,13 @@ def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
     out = tmp_path / "toy.ply"
     rc = main(["segment", str(tmp_path / "toy.npy"), "--parts", "cap,stem", "--checkpoint", str(ckpt),
                "--text-model", "fixed:64", "--output", str(out), "--min-score", "0.99", "--swap-yz",
-               "--up-axis", "y"])
+               "--up-axis", "y", "--num-points", "256"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "UNTRAINED" not in captured.out and "no label" in captured.out
     _, data = read_ply(out)
-    assert data["xyz"].shape == (600, 3)
+    assert data["xyz"].shape == (600, 3)  # every input point, not only the 256 the model saw
+    np.testing.assert_allclose(data["xyz"], pts, atol=1e-7)
     assert (data["label"] == -1).all()  # an untrained head scores far below 0.99
     assert set(map(tuple, data["rgb"])) == {(170, 170, 170)}
 
@@ -205,6 +215,21 @@ def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
         ("nan_points", "NaN"),
         ("empty_mesh", "test"),
         ("missing_input", "does not exist"),
+        ("unsupported", "unsupported type '.docx'"),
+        ("garbage_ply", "cannot read"),
+        ("heatmap_not_a_part", "--heatmap part 'tail' is not one of the part names"),
+        ("fixed_abc", "fixed:DIM needs a positive integer DIM, got 'fixed:abc'"),
+        ("fixed_neg", "fixed:DIM needs a positive integer DIM, got 'fixed:-4'"),
+        ("fixed_zero", "fixed:DIM needs a positive integer DIM, got 'fixed:0'"),
+        ("min_score_nan", "--min-score must be a finite number"),
+        ("bad_suffix", "--output must end in .glb, .ply or .npz"),
+        ("output_is_input", "refusing to overwrite the input"),
+        ("png_is_input", "refusing to overwrite the input"),
+        ("legend_is_input", "refusing to overwrite the input"),
+        ("legend_is_output", "name the same file"),
+        ("folder_is_a_file", "exists and is a file"),
+        ("output_is_a_dir", "is a directory"),
+        ("nan_weights", "NaN"),  # the loader (or segment) refuses non-finite weights
     ],
 )
 def test_cli_bad_input_is_a_clear_error_and_writes_nothing(case, match, tmp_path, capsys):
@@ -212,15 +237,23 @@ def test_cli_bad_input_is_a_clear_error_and_writes_nothing(case, match, tmp_path
     inp = tmp_path / "toy.npy"
     np.save(inp, pts)
     parts = "cap,stem"
-    extra: list[str] = []
+    out = tmp_path / "out.ply"
+    text_model = "fixed:32" if case == "text_dim" else "fixed:64"
+    extra: list[str] = ["--png", str(tmp_path / "o.png")]
     if case == "missing_checkpoint":
-        extra = ["--checkpoint", str(tmp_path / "nope")]
+        extra += ["--checkpoint", str(tmp_path / "nope")]
     elif case == "corrupt_checkpoint":
         (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-        extra = ["--checkpoint", str(tmp_path / "bad.pt")]
+        extra += ["--checkpoint", str(tmp_path / "bad.pt")]
     elif case == "text_dim":
         create_model("patchalign3d_tiny").save_pretrained(tmp_path / "ckpt")
-        extra = ["--checkpoint", str(tmp_path / "ckpt")]
+        extra += ["--checkpoint", str(tmp_path / "ckpt")]
+    elif case == "nan_weights":
+        model = create_model("patchalign3d_tiny")
+        with torch.no_grad():
+            model.text_head.weight[0, 0] = float("nan")
+        model.save_pretrained(tmp_path / "ckpt")
+        extra += ["--checkpoint", str(tmp_path / "ckpt")]
     elif case == "empty_name":
         parts = "cap,,stem"
     elif case == "duplicate_name":
@@ -234,15 +267,47 @@ def test_cli_bad_input_is_a_clear_error_and_writes_nothing(case, match, tmp_path
         match = "empty.obj"
     elif case == "missing_input":
         inp = tmp_path / "missing.obj"
-    out = tmp_path / "out.ply"
-    text_model = "fixed:32" if case == "text_dim" else "fixed:64"
-    rc = main(["segment", str(inp), "--parts", parts, "--output", str(out), "--png", str(tmp_path / "o.png"),
-               "--model", "patchalign3d_tiny", "--text-model", text_model, *extra])
+    elif case == "unsupported":
+        inp = tmp_path / "notes.docx"
+        inp.write_bytes(b"PK\x03\x04")
+    elif case == "garbage_ply":
+        inp = tmp_path / "garbage.ply"
+        inp.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nend_header\n1 2\n")
+    elif case == "heatmap_not_a_part":
+        extra += ["--heatmap", "tail"]
+    elif case.startswith("fixed_"):
+        text_model = {"fixed_abc": "fixed:abc", "fixed_neg": "fixed:-4", "fixed_zero": "fixed:0"}[case]
+    elif case == "min_score_nan":
+        extra += ["--min-score", "nan"]
+    elif case == "bad_suffix":
+        out = tmp_path / "out.txt"
+    elif case == "output_is_input":
+        inp = tmp_path / "toy.ply"
+        from pa3d_data import write_ply_points
+
+        write_ply_points(inp, pts)
+        out = inp
+    elif case == "png_is_input":
+        extra = ["--png", str(inp)]
+    elif case == "legend_is_input":
+        extra = ["--legend", str(inp)]
+    elif case == "legend_is_output":
+        extra = ["--legend", str(out)]
+    elif case == "folder_is_a_file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out.ply"
+    elif case == "output_is_a_dir":
+        out = tmp_path / "adir.ply"
+        out.mkdir()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    rc = main(["segment", str(inp), "--parts", parts, "--output", str(out), "--model", "patchalign3d_tiny",
+               "--text-model", text_model, "--num-points", "256", *extra])
     err = capsys.readouterr().err
     assert rc == 2
     assert "pa3d segment: error:" in err and match in err, err
-    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix in (".ply", ".png") or p.name.startswith(".")]
-    assert leftovers == []
+    assert len(err.strip().splitlines()) == 1 or "pa3d: text encoder" in err, err  # one line, no traceback
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # nothing written, nothing overwritten, no temporary left
 
 
 def test_write_ply_rejects_mismatched_lengths(tmp_path):
