@@ -80,6 +80,15 @@ from .transforms import (
     up_axis_matrix,
 )
 from .utils import LabelNoise, PartSubset, category_names, corrupt_labels, split_by_category
+from .writers import (
+    UP_AXIS_ROTATIONS,
+    heatmap_colors,
+    read_glb,
+    write_glb,
+    write_npz,
+    write_ply_mesh,
+    write_ply_points,
+)
 
 __all__ = [
     # training-run helpers
@@ -108,4 +117,7 @@ __all__ = [
     "UpAxis", "RandomRotation", "RandomScale", "RandomTranslate", "RandomJitter", "official_augmentation",
     # batching
     "collate_dense", "collate_ragged",
+    # writers (labelled meshes and points)
+    "write_glb", "write_ply_mesh", "write_ply_points", "write_npz", "read_glb", "heatmap_colors",
+    "UP_AXIS_ROTATIONS",
 ]
