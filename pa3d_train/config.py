@@ -102,6 +102,9 @@ DEFAULTS: dict[str, Any] = {
     "budget_weights": {"stage1": 1.0, "stage2": 2.0, "stage2_only": 2.0, "eval": 1.0},
     "resume": False,
     "stage1_checkpoint": None,
+    "init_checkpoint": None,
+    "reinit_text_head": False,
+    "trust_checkpoint": False,
     "checkpoint": None,
     "tensorboard": False,
     "figures": 4,
@@ -116,7 +119,7 @@ RESUME_KEYS = (
     "stage1_loss", "freeze_policy", "freeze_bn_stats", "bn_eval", "scale_mode", "init_scale", "init_bias",
     "label_noise", "augment", "text_model", "weight_decay", "lr_encoder", "lr_head", "lr_logit",
     "stage1_lr_encoder", "lr_schedule", "warmup", "min_lr_factor", "grad_clip", "teacher", "teacher_weights",
-    "views", "image_size", "teacher_size",
+    "views", "image_size", "teacher_size", "init_checkpoint", "reinit_text_head",
 )
 
 
@@ -249,6 +252,12 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
                    help="bound the whole command (training and evaluation); schedules span the budget")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, help="continue from OUT/<stage>/last.pt")
     g.add_argument("--stage1-checkpoint", help="Stage 2: initialise from this Stage-1 checkpoint (a last.pt)")
+    g.add_argument("--init-checkpoint", help="stage2, all: fine-tune from these weights (a save_pretrained folder, "
+                   "a last.pt, an official .pt or hf://ORG/REPO[/FILE]); all then skips Stage 1")
+    g.add_argument("--reinit-text-head", action=argparse.BooleanOptionalAction,
+                   help="with --init-checkpoint: start a new text head (a text model of another width)")
+    g.add_argument("--trust-checkpoint", action=argparse.BooleanOptionalAction,
+                   help="load a checkpoint holding Python objects (unpickling can run code: only files you trust)")
     g.add_argument("--checkpoint", help="eval: a save_pretrained folder or an official .pt")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, help="also log to TensorBoard")
     g = p.add_argument_group("teacher (Stage 1)")
@@ -392,7 +401,9 @@ def _dataset_keywords(name: str) -> tuple[list[str], bool]:
     cls = DATASETS[name]
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    set_by_run = {"root", "num_points", "seed", "transform", "split", "num_shapes", "self"}
+    set_by_run = {"root", "num_points", "seed", "transform", "self"}
+    if name == "synthetic":
+        set_by_run |= {"split", "num_shapes"}
     return [n for n in params if n not in set_by_run and params[n].kind is not inspect.Parameter.VAR_KEYWORD
             and params[n].kind is not inspect.Parameter.VAR_POSITIONAL], takes_any
 
@@ -475,5 +486,16 @@ def check_config(cfg: dict[str, Any]) -> None:
                               f"{name!r} takes no {unknown[0]!r}; valid keys: {valid}")
     if cmd == "eval" and cfg["checkpoint"] and not Path(cfg["checkpoint"]).exists():
         raise ConfigError(f"--checkpoint {cfg['checkpoint']} does not exist")
+    if cfg["init_checkpoint"]:
+        spec = str(cfg["init_checkpoint"])
+        if cmd not in ("stage2", "all"):
+            raise ConfigError(f"--init-checkpoint applies to stage2 and all (fine-tuning), not {cmd}")
+        if cfg["stage1_checkpoint"]:
+            raise ConfigError("--init-checkpoint and --stage1-checkpoint both initialise Stage 2: pass one of them")
+        if not spec.startswith("hf://") and not Path(spec).expanduser().exists():
+            raise ConfigError(f"--init-checkpoint {spec} does not exist (expected a save_pretrained folder, a "
+                              "last.pt, an official .pt or hf://ORG/REPO[/FILE])")
+    elif cfg["reinit_text_head"]:
+        raise ConfigError("--reinit-text-head needs --init-checkpoint (it replaces that checkpoint's text head)")
     if cmd == "stage2" and cfg["stage1_checkpoint"] and not Path(cfg["stage1_checkpoint"]).is_file():
         raise ConfigError(f"--stage1-checkpoint {cfg['stage1_checkpoint']} does not exist (expected a Stage-1 last.pt)")

@@ -292,7 +292,8 @@ def load_for_eval(cfg: dict[str, Any], bank: TextBank) -> PatchAlign3D:
     if not path.exists():
         raise ValueError(f"--checkpoint {ckpt} does not exist")
     try:
-        model = PatchAlign3D.from_pretrained(path) if path.is_dir() else load_official_checkpoint(path)
+        grouping = {k: cfg[k] for k in ("num_groups", "group_size") if cfg[k]}
+        model = PatchAlign3D.from_pretrained(path) if path.is_dir() else load_official_checkpoint(path, **grouping)
     except (ValueError, OSError):
         raise
     except Exception as exc:  # a damaged file raises many types

@@ -8,10 +8,10 @@
 - ``patches.png``: a synthetic chair with its parts, the FPS centres, the points coloured by the patch whose
   centre is nearest, and one patch's fractional labels.
 - ``segmented.png``: segmentation of held-out synthetic shapes (of the training categories) by the tiny model
-  after a short run of the recipe on the embedded synthetic data (fixed text vectors: part names seen in
-  training; Stage 2 fine-tunes the whole encoder, `--freeze-policy none`), next to the ground truth. Small
-  and CPU-only: it illustrates the output, it is not a benchmark (the run's held-out mIoU was 69.7 on the
-  training categories, 43.9 on the held-out categories).
+  after a short run of the recipe (`pa3d_train.main`) on the embedded synthetic data (fixed text vectors:
+  part names seen in training; Stage 2 fine-tunes the whole encoder, `--freeze-policy none`), next to the
+  ground truth. Small and CPU-only: it illustrates the output, it is not a benchmark (the run's held-out mIoU
+  was 69.7 on the training categories, 43.9 on the held-out categories).
 
 Everything is seeded; the PNGs are written atomically, small (low dpi).
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import runpy
 import sys
 import tempfile
 from pathlib import Path
@@ -176,10 +175,12 @@ def segmented_figure(out_dir: str | None = None) -> Path:
 
     torch.manual_seed(0)
     work = Path(out_dir or tempfile.mkdtemp(prefix="pa3d_fig_"))
-    recipe = runpy.run_path(str(ROOT / "recipes" / "patchalign3d.py"))
     run = work / "run"
     if not (run / "stage2" / "model").is_dir():
-        recipe["main"]([*RECIPE_ARGS, "--out", str(run)])
+        from pa3d_train import main
+
+        if main([*RECIPE_ARGS, "--out", str(run)], config_dir=ROOT / "recipes" / "configs") != 0:
+            raise RuntimeError(f"the training run for the figure failed; see {run}")
     model = load_pretrained(run / "stage2" / "model")
     text = resolve_text_encoder("fixed:32", verbose=False)
     test = SyntheticPartDataset(40, split="test", num_points=512, seed=123, cache=False)
