@@ -35,6 +35,13 @@ __all__ = [
     "RandomTranslate",
     "RandomJitter",
     "official_augmentation",
+    "random_rotation_matrix",
+    "axis_rotation_matrix",
+    "RandomSO3Rotation",
+    "RandomAxisRotation",
+    "real_mesh_augmentation",
+    "AUGMENTATIONS",
+    "build_augmentation",
 ]
 
 
@@ -340,3 +347,142 @@ def official_augmentation(p: float = 0.9) -> RandomApply:
     (per batch in the official code)."""
     return RandomApply(Compose([RandomRotation(20.0), RandomScale(0.9, 1.1), RandomTranslate(0.02),
                                 RandomJitter(0.01, 0.05)]), p=p)
+
+
+def random_rotation_matrix(generator: torch.Generator | None = None) -> torch.Tensor:
+    """`(3, 3)` float64 rotation drawn uniformly (Haar measure) over SO(3): a uniformly random unit quaternion
+    (four Gaussians, normalised) turned into a matrix.
+
+    Examples:
+        >>> r = random_rotation_matrix(torch.Generator().manual_seed(0))
+        >>> bool(torch.allclose(r @ r.T, torch.eye(3, dtype=torch.float64))), round(float(torch.linalg.det(r)), 6)
+        (True, 1.0)
+    """
+    q = torch.randn(4, generator=generator, dtype=torch.float64)
+    w, x, y, z = q / q.norm().clamp_min(1e-12)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)]),
+        torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
+        torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]),
+    ])
+
+
+def axis_rotation_matrix(axis: str, angle: float | torch.Tensor) -> torch.Tensor:
+    """`(3, 3)` float64 rotation by `angle` radians about `axis` (`"x"`, `"y"` or `"z"`, right-handed).
+
+    Examples:
+        >>> v = axis_rotation_matrix("z", torch.pi / 2) @ torch.tensor([1.0, 0, 0], dtype=torch.float64)
+        >>> [round(float(c), 6) for c in v]
+        [0.0, 1.0, 0.0]
+    """
+    name = axis.lower()
+    if name not in _AXES:
+        raise ValueError(f"axis must be 'x', 'y' or 'z', got {axis!r}")
+    a = torch.as_tensor(angle, dtype=torch.float64)
+    c, s = a.cos(), a.sin()
+    i, j = (_AXES[name] + 1) % 3, (_AXES[name] + 2) % 3  # the plane in right-handed (cyclic) order
+    m = torch.eye(3, dtype=torch.float64)
+    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+    return m
+
+
+class RandomSO3Rotation(Transform):
+    """Rotate by a rotation drawn uniformly over SO(3) (`random_rotation_matrix`): for datasets whose shapes
+    are not aligned (L-PSB's up axis varies between shapes of one category), and to make a model independent
+    of the pose it is given. Normals turn with the points.
+
+    Examples:
+        >>> s = PartSample(torch.rand(16, 3), torch.zeros(16, dtype=torch.long), ["a"], "x", "0")
+        >>> out = RandomSO3Rotation()(s, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.allclose(out.points.norm(dim=1), s.points.norm(dim=1), atol=1e-6))
+        True
+    """
+
+    def __call__(self, sample: PartSample, generator: torch.Generator | None = None) -> PartSample:
+        return _apply_matrix(sample, random_rotation_matrix(generator))
+
+
+class RandomAxisRotation(Transform):
+    """Rotate about one axis (the up axis of aligned data) by an angle uniform in `[-max_degrees, max_degrees]`
+    (180: any heading).
+
+    Args:
+        axis: `"x"`, `"y"` or `"z"`.
+        max_degrees: largest angle, in `[0, 180]`.
+
+    Examples:
+        >>> s = PartSample(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([0]), ["a"], "x", "0")
+        >>> RandomAxisRotation("z")(s, generator=torch.Generator().manual_seed(0)).points[0, 2].item()
+        3.0
+    """
+
+    def __init__(self, axis: str = "z", max_degrees: float = 180.0):
+        if axis.lower() not in _AXES:
+            raise ValueError(f"axis must be 'x', 'y' or 'z', got {axis!r}")
+        if not 0 <= max_degrees <= 180:
+            raise ValueError(f"max_degrees must be in [0, 180], got {max_degrees}")
+        self.axis, self.max_degrees = axis.lower(), float(max_degrees)
+
+    def __call__(self, sample: PartSample, generator: torch.Generator | None = None) -> PartSample:
+        limit = self.max_degrees * math.pi / 180
+        angle = _uniform(-limit, limit, (), generator)
+        return _apply_matrix(sample, axis_rotation_matrix(self.axis, angle))
+
+
+def real_mesh_augmentation(
+    rotation: str = "so3",
+    *,
+    up: str = "z",
+    scale: tuple[float, float] = (0.8, 1.2),
+    jitter: float = 0.01,
+    clip: float = 0.03,
+) -> Compose:
+    """Augmentation for real meshes, applied to every training shape (after normalisation): a rotation, an
+    isotropic scale and clipped per-point jitter.
+
+    Args:
+        rotation: `"so3"` (uniform over all rotations: shapes not aligned, the default), `"up"` (any heading
+            about `up`: aligned data) or `"none"`.
+        up: the up axis for `rotation="up"`.
+        scale: range of the isotropic scale factor.
+        jitter: sigma of the per-point Gaussian noise (unit-sphere units).
+        clip: the noise is clipped to `[-clip, clip]`.
+
+    Examples:
+        >>> real_mesh_augmentation("up", up="y")
+        Compose(transforms=[RandomAxisRotation(axis='y', max_degrees=180.0), RandomScale(low=0.8, high=1.2), \
+RandomJitter(sigma=0.01, clip=0.03)])
+    """
+    rotations = {"so3": [RandomSO3Rotation()], "up": [RandomAxisRotation(up, 180.0)], "none": []}
+    if rotation not in rotations:
+        raise ValueError(f"rotation must be one of {sorted(rotations)}, got {rotation!r}")
+    return Compose([*rotations[rotation], RandomScale(*scale), RandomJitter(jitter, clip)])
+
+
+#: Named training augmentations (`build_augmentation`); `"real"` is the default for real meshes.
+AUGMENTATIONS: dict[str, Callable[[], Transform]] = {
+    "none": lambda: Compose([]),
+    "official": official_augmentation,
+    "real": real_mesh_augmentation,
+    "real_up": lambda: real_mesh_augmentation("up"),
+    "so3": lambda: Compose([RandomSO3Rotation()]),
+}
+
+
+def build_augmentation(name: str | bool | None) -> Transform | None:
+    """A training augmentation by name (`AUGMENTATIONS`); `True` means `"official"` (the recipe's historical
+    `--augment`), `False`/`None`/`"none"` give None.
+
+    Examples:
+        >>> build_augmentation("real").transforms[0]
+        RandomSO3Rotation()
+        >>> build_augmentation(False) is None
+        True
+    """
+    if name is None or name is False or name == "none":
+        return None
+    if name is True:
+        name = "official"
+    if not isinstance(name, str) or name not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)} (or a bool), got {name!r}")
+    return AUGMENTATIONS[name]()
