@@ -85,15 +85,32 @@ def default_weights_path(arch: str) -> Path:
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Read teacher weights without unpickling code: safetensors, or ``torch.load(weights_only=True)``.
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    Raises:
+        ValueError: naming the file, for anything that is not a readable dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"teacher weights {path} {'is a directory' if path.is_dir() else 'does not exist'}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors, truncated zips, safetensors errors: one message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"teacher weights {path} are not a safetensors file or a weights-only torch checkpoint "
+            f"({type(err).__name__}{': ' + first[:200] if first else ''}); pickled code is never loaded"
+        ) from None
     for key in ("model", "state_dict", "teacher"):  # common wrappers
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"teacher weights {path} must hold a non-empty dict of tensors, got {type(state).__name__}")
     return state
 
 

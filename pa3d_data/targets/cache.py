@@ -3,8 +3,11 @@
 Each shape file holds ``centers (G, 3)`` and unit-norm ``targets (G, T)`` (float32, or float16 when asked)
 and, as string metadata, the run's settings (teacher, views, G, K, seed, image size, ...) and its shape id.
 Files are written to a temporary name in the same folder and moved into place with ``os.replace``, so a
-reader never sees a half-written file. ``cache.json`` records the settings once; opening the cache again
-with other settings raises instead of mixing targets of two runs.
+reader never sees a half-written file; temporary files a killed writer left behind are removed when the cache
+is opened again (once they are older than ``stale_after`` seconds, so a live writer's file is never touched).
+``cache.json`` records the settings, written with the first shape file (a run that fails before writing
+anything leaves no settings behind to refuse the corrected run); opening the cache again with other settings
+raises instead of mixing targets of two runs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,9 +69,12 @@ class TargetCache:
         settings: what defines the run (teacher, views, image_size, num_groups, group_size, seed, ...);
             JSON-serialisable. Stored in ``cache.json`` on first use and in every shape file's metadata.
         info: extra description for ``cache.json`` (dataset root, command line); not compared on resume.
+        stale_after: temporary files older than this (seconds) are removed on opening: an interrupted
+            write's leftovers (see ``clean_stale_temp_files``).
 
     Raises:
-        CacheMismatchError: when ``cache.json`` exists with other settings.
+        CacheMismatchError: when ``cache.json`` exists with other settings or is unreadable.
+        ValueError: when ``root`` is a file, or the settings are not JSON-serialisable.
 
     Examples:
         >>> import tempfile
@@ -77,33 +84,80 @@ class TargetCache:
         (True, torch.Size([2, 4]))
     """
 
-    def __init__(self, root: str | os.PathLike, settings: Mapping[str, Any], *, info: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        settings: Mapping[str, Any],
+        *,
+        info: Mapping[str, Any] | None = None,
+        stale_after: float = 120.0,
+    ):
         self.root = Path(root)
-        self.settings = _settings_json({"format": FORMAT, **settings})
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"cache folder {self.root} exists and is not a folder")
+        try:
+            self.settings = _settings_json({"format": FORMAT, **settings})
+            self._info = _settings_json(dict(info or {}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"settings and info must be JSON-serialisable: {err}") from None
         self.root.mkdir(parents=True, exist_ok=True)
-        self._claim(dict(info or {}))
+        self._claimed = False
+        if self.manifest.exists():  # resume: refuse other settings before any work
+            self._check_manifest()
+            self._claimed = True
         self._metadata = {key: str(value) for key, value in self.settings.items()}
+        self.removed_temp_files = self.clean_stale_temp_files(stale_after)
 
     @property
     def manifest(self) -> Path:
         """``cache.json``."""
         return self.root / "cache.json"
 
-    def _claim(self, info: dict[str, Any]) -> None:
+    def clean_stale_temp_files(self, older_than: float = 120.0) -> list[Path]:
+        """Remove temporary files of interrupted writes (``.<name>.*.tmp``, ``.cache.json.tmp-*``) older than
+        ``older_than`` seconds; returns the removed paths. Younger ones may belong to a live writer."""
+        now = time.time()
+        removed = []
+        for path in self.root.glob(".*"):
+            name = path.name
+            if not (name.startswith(".cache.json.tmp-") or (name.endswith(".tmp") and ".safetensors." in name)):
+                continue
+            try:
+                if path.is_file() and now - path.stat().st_mtime > older_than:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:  # another worker removed it first
+                continue
+        return removed
+
+    def _claim(self) -> None:
         """Write ``cache.json`` once (atomically, first writer wins), or check it matches."""
+        if self._claimed:
+            return
         if not self.manifest.exists():
             tmp = self.root / f".cache.json.tmp-{os.getpid()}"
             try:
-                tmp.write_text(json.dumps({"settings": self.settings, "info": info}, indent=2, sort_keys=True))
+                tmp.write_text(json.dumps({"settings": self.settings, "info": self._info}, indent=2, sort_keys=True))
                 os.link(tmp, self.manifest)  # fails if another worker created it first
             except FileExistsError:
                 pass
             finally:
                 tmp.unlink(missing_ok=True)
+        self._check_manifest()
+        self._claimed = True
+
+    def _check_manifest(self) -> None:
         try:
             stored = json.loads(self.manifest.read_text())["settings"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise CacheMismatchError(f"{self.manifest} is unreadable ({err}); remove it or use another --out") from None
+            raise CacheMismatchError(
+                f"{self.manifest} is unreadable ({type(err).__name__}: {err}); remove it or use another --out"
+            ) from None
+        if not isinstance(stored, dict):
+            raise CacheMismatchError(
+                f"{self.manifest} is unreadable ('settings' is a {type(stored).__name__}); "
+                "remove it or use another --out"
+            )
         if stored != self.settings:
             diff = sorted(k for k in stored.keys() | self.settings.keys() if stored.get(k) != self.settings.get(k))
             details = ", ".join(f"{k}: cached {stored.get(k)!r} vs asked {self.settings.get(k)!r}" for k in diff)
@@ -159,7 +213,9 @@ class TargetCache:
             "targets": targets.detach().to("cpu", dtype).contiguous(),
         }
         metadata = {**self._metadata, "shape_id": str(shape_id), "feature_dim": str(targets.shape[1])}
-        return atomic_write_bytes(self.path(shape_id), save(tensors, metadata=metadata))
+        data = save(tensors, metadata=metadata)
+        self._claim()  # the settings are recorded with the first file, once work has succeeded
+        return atomic_write_bytes(self.path(shape_id), data)
 
     def load(self, shape_id: str) -> dict[str, Any]:
         """Read a shape's entry (see [load_targets][pa3d_data.targets.load_targets])."""

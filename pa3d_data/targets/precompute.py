@@ -19,7 +19,7 @@ from pa3d_models.deps import require
 from .cache import TargetCache
 from .pipeline import compute_patch_targets
 
-__all__ = ["precompute_targets", "PrecomputeSummary", "shape_mesh"]
+__all__ = ["precompute_targets", "check_precompute_args", "PrecomputeSummary", "shape_mesh"]
 
 _MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb", ".gltf")
 
@@ -83,6 +83,62 @@ def shape_mesh(sample: Any, renderer: str = "auto") -> tuple[torch.Tensor, torch
     return vertices, faces, None if point2face is None else torch.as_tensor(point2face).long()
 
 
+def _int_at_least(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_precompute_args(
+    *,
+    views: object,
+    image_size: object,
+    renderer: object,
+    num_groups: object,
+    group_size: object,
+    dtype: object = torch.float32,
+    rank: object = 0,
+    world_size: object = 1,
+    limit: object = None,
+) -> None:
+    """Check the arguments of [precompute_targets][pa3d_data.targets.precompute_targets] before any work.
+
+    Args:
+        views: number of views, >= 1.
+        image_size: render side, >= 16.
+        renderer: ``"auto"``, ``"points"`` or ``"mesh"``.
+        num_groups: G, >= 1.
+        group_size: K, >= 1.
+        dtype: float32 or float16.
+        rank: this worker's index, in ``[0, world_size)``.
+        world_size: number of workers, >= 1.
+        limit: None or >= 0.
+
+    Raises:
+        ValueError: naming the argument, its value and what is expected.
+
+    Examples:
+        >>> check_precompute_args(views=0, image_size=224, renderer="auto", num_groups=128, group_size=32)
+        Traceback (most recent call last):
+        ...
+        ValueError: views must be an int >= 1, got 0
+    """
+    _int_at_least(views, "views", 1)
+    _int_at_least(image_size, "image_size", 16)
+    _int_at_least(num_groups, "num_groups", 1)
+    _int_at_least(group_size, "group_size", 1)
+    if renderer not in ("auto", "points", "mesh"):
+        raise ValueError(f"renderer must be 'auto', 'points' or 'mesh', got {renderer!r}")
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
+    _int_at_least(world_size, "world_size", 1)
+    _int_at_least(rank, "rank", 0)
+    if not rank < world_size:  # type: ignore[operator]
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+    if limit is not None:
+        _int_at_least(limit, "limit", 0)
+
+
 def precompute_targets(
     dataset: Sequence,
     teacher: nn.Module,
@@ -124,13 +180,18 @@ def precompute_targets(
 
     Returns:
         A [PrecomputeSummary][pa3d_data.targets.PrecomputeSummary].
+
+    Raises:
+        ValueError: for invalid arguments, before any shape is read.
+        CacheMismatchError: when another run claimed the cache with other settings meanwhile.
+        OSError: when the cache cannot be written (a full disk, a read-only folder): no use going on.
     """
     tqdm = require("tqdm", "precompute_targets").tqdm
 
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
     num_groups = int(cache.settings.get("num_groups") or 128) if num_groups is None else num_groups
     group_size = int(cache.settings.get("group_size") or 32) if group_size is None else group_size
+    check_precompute_args(views=views, image_size=image_size, renderer=renderer, num_groups=num_groups,
+                          group_size=group_size, dtype=dtype, rank=rank, world_size=world_size, limit=limit)
     indices = list(range(rank, len(dataset), world_size))[:limit]
     done = skipped = failed = 0
     seen_ids: set[str] = set()
@@ -162,14 +223,16 @@ def precompute_targets(
                 num_groups=num_groups,
                 group_size=group_size,
             )
-            cache.write(shape_id, out.centers, out.targets, dtype=dtype)
-            done += 1
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # one bad shape must not stop a long run
             failed += 1
             tqdm.write(f"failed: {shape_id}: {type(err).__name__}: {err}", file=sys.stderr)
-        finally:
             bar.set_postfix(done=done, skipped=skipped, failed=failed, refresh=False)
+            continue
+        # a write error (full disk, read-only folder, a rival run's settings) is no shape's fault: stop
+        cache.write(shape_id, out.centers, out.targets, dtype=dtype)
+        done += 1
+        bar.set_postfix(done=done, skipped=skipped, failed=failed, refresh=False)
     bar.close()
     return PrecomputeSummary(done, skipped, failed, time.perf_counter() - start)

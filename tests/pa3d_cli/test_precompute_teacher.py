@@ -111,3 +111,117 @@ def test_end_to_end_on_three_lpsb_meshes(shared_data, tmp_path, capsys):
     assert main(args) == 0
     assert "0 done, 3 skipped, 0 failed" in capsys.readouterr().out
     assert {i: os.stat(tmp_path / f"{i}.safetensors").st_mtime_ns for i in ids} == mtimes
+
+
+# ---------------------------------------------------------------------------------------------- bad input (issue 18)
+
+
+def _pickle_payload(path, marker):
+    """A .pth whose unpickling would create ``marker`` (a stand-in for arbitrary code)."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": {"w": torch.zeros(1)}, "evil": Payload()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "truncated", "pickle", "wrong_type"])
+def test_bad_weights_file_gives_one_line_and_never_unpickles(tmp_path, capsys, kind):
+    pytest.importorskip("timm")
+    weights = tmp_path / "weights.pth"
+    marker = tmp_path / "PWNED"
+    if kind == "garbage":
+        weights.write_bytes(os.urandom(256))
+    elif kind == "empty":
+        weights.write_bytes(b"")
+    elif kind == "truncated":
+        torch.save({"w": torch.zeros(64)}, weights)
+        weights.write_bytes(weights.read_bytes()[:100])
+    elif kind == "pickle":
+        _pickle_payload(weights, marker)
+    else:
+        torch.save([1, 2, 3], weights)
+    before = weights.read_bytes()
+    args = synthetic(tmp_path, "--weights", str(weights))
+    args[args.index("tiny")] = "dinov2_vits14"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pa3d precompute-teacher: teacher weights") and str(weights) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+    assert weights.read_bytes() == before
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--views", "0"], "--views must be >= 1, got 0"),
+        (["--image-size", "0"], "--image-size must be >= 16, got 0"),
+        (["--num-groups", "-1"], "--num-groups must be >= 1, got -1"),
+        (["--group-size", "0"], "--group-size must be >= 1, got 0"),
+        (["--limit", "0"], "--limit must be >= 1, got 0"),
+        (["--num-points", "8"], "--num-points must be >= --num-groups (16) and --group-size (16), got 8"),
+        (["--dataset-kw", "categories=[Chair"], "--dataset-kw 'categories=[Chair': the value is not valid YAML"),
+        (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+        (["--weights", "w.pth"], "--weights is not used by --teacher tiny"),
+    ],
+)
+def test_bad_arguments_write_nothing_and_the_corrected_run_works(tmp_path, capsys, extra, message):
+    assert main(synthetic(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    # issue 18: after a refused --views 0 the corrected run was refused ("holds targets of other settings")
+    assert main(synthetic(tmp_path, "--limit", "1")) == 0
+
+
+def test_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "cache"
+    out.write_text("my notes")
+    assert main(synthetic(tmp_path)) == 2
+    assert f"--out must be a folder (the cache), {out} is a file" in capsys.readouterr().err
+    assert out.read_text() == "my notes"
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"\xff\xfe", b"[]", b'{"settings": 3}'])
+def test_corrupt_cache_json_is_one_clear_line(tmp_path, capsys, content):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "cache.json").write_bytes(content)
+    assert main(synthetic(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "cache.json is unreadable" in err and "remove it or use another --out" in err
+    assert "Traceback" not in err and (tmp_path / "cache" / "cache.json").read_bytes() == content
+
+
+def test_a_killed_writes_temp_file_is_cleaned_on_the_next_run(tmp_path, capsys):
+    assert main(synthetic(tmp_path, "--limit", "1")) == 0
+    stale = tmp_path / "cache" / ".train_1.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (1, 1))
+    assert main(synthetic(tmp_path)) == 0
+    assert "removed 1 temporary file(s) of an interrupted run" in capsys.readouterr().err
+    assert not stale.exists()
+    check_cache(tmp_path / "cache", ["train_0", "train_1", "train_2"])
+
+
+def test_unwritable_cache_folder_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    from pa3d_data.targets import cache as cache_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module.TargetCache, "write", full_disk)
+    assert main(synthetic(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+
+
+def test_the_pickle_payload_is_live(tmp_path):
+    # the payload above really runs when unpickled: the refusal tests are not vacuous
+    weights, marker = tmp_path / "w.pth", tmp_path / "PWNED"
+    _pickle_payload(weights, marker)
+    torch.load(weights, weights_only=False)
+    assert marker.exists()

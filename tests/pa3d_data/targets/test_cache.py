@@ -43,11 +43,73 @@ def test_fp16_targets_still_count_as_done(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    TargetCache(tmp_path, SETTINGS, info={"data": "/somewhere"})
-    TargetCache(tmp_path, SETTINGS, info={"data": "/elsewhere"})  # info is not compared
+    TargetCache(tmp_path, SETTINGS, info={"data": "/somewhere"}).write("a", *entry())
+    TargetCache(tmp_path, SETTINGS, info={"data": "/elsewhere"}).write("b", *entry(1))  # info is not compared
     with pytest.raises(CacheMismatchError, match="views: cached 10 vs asked 4"):
         TargetCache(tmp_path, {**SETTINGS, "views": 4})
     assert json.loads((tmp_path / "cache.json").read_text())["info"] == {"data": "/somewhere"}  # written once
+
+
+def test_settings_are_written_with_the_first_file_only(tmp_path):
+    # a run that fails before writing anything (issue 18: --views 0) must not refuse the corrected run
+    TargetCache(tmp_path, {**SETTINGS, "views": 0})
+    assert not (tmp_path / "cache.json").exists()
+    cache = TargetCache(tmp_path, SETTINGS)
+    cache.write("a", *entry())
+    assert json.loads((tmp_path / "cache.json").read_text())["settings"]["views"] == 10
+
+
+def test_two_runs_opened_before_any_write_first_writer_wins(tmp_path):
+    first, second = TargetCache(tmp_path, SETTINGS), TargetCache(tmp_path, {**SETTINGS, "seed": 1})
+    first.write("a", *entry())
+    with pytest.raises(CacheMismatchError, match="seed: cached 0 vs asked 1"):
+        second.write("b", *entry(1))
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["a.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "JSONDecodeError"),
+        (b"{not json", "JSONDecodeError"),
+        (b"\xff\xfe\x00garbage", "UnicodeDecodeError"),
+        (b"[1, 2]", "TypeError"),
+        (b'{"info": {}}', "KeyError"),
+        (b'{"settings": "views=10"}', "'settings' is a str"),
+    ],
+)
+def test_corrupt_manifest_gives_one_clear_message(tmp_path, content, reason):
+    (tmp_path / "cache.json").write_bytes(content)
+    with pytest.raises(CacheMismatchError, match=rf"cache.json is unreadable \({reason}.*remove it or use another"):
+        TargetCache(tmp_path, SETTINGS)
+    assert (tmp_path / "cache.json").read_bytes() == content  # never overwritten
+
+
+def test_root_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "cache"
+    target.write_text("mine")
+    with pytest.raises(ValueError, match="cache folder .*cache exists and is not a folder"):
+        TargetCache(target, SETTINGS)
+    assert target.read_text() == "mine"
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_young_ones_kept(tmp_path):
+    import os
+    import time
+
+    TargetCache(tmp_path, SETTINGS).write("a", *entry())
+    old = [tmp_path / ".a.safetensors.k1ll3d.tmp", tmp_path / ".cache.json.tmp-4242"]
+    young = tmp_path / ".b.safetensors.l1ve.tmp"
+    keep = tmp_path / ".hidden_user_file.tmp"  # not a temp file of this cache
+    for path in [*old, young, keep]:
+        path.write_bytes(b"partial")
+    past = time.time() - 3600
+    for path in [*old, keep]:
+        os.utime(path, (past, past))
+    cache = TargetCache(tmp_path, SETTINGS)
+    assert sorted(cache.removed_temp_files) == sorted(old)
+    assert young.exists() and keep.exists() and not any(p.exists() for p in old)
+    assert cache.is_done("a")
 
 
 @pytest.mark.parametrize(
