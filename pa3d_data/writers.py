@@ -363,11 +363,12 @@ def write_glb(
     if rgb is not None:
         rgba = np.concatenate([rgb, np.full((len(v), 1), 255, np.uint8)], axis=1)
         attrs["COLOR_0"] = add(rgba, _UBYTE, "VEC4", target=34962, normalized=True)
-    named = {"LABEL": labels, "SCORE": scores, **dict(attributes or {})}
-    for key, values in named.items():
-        arr = _per_row(values, len(v), key.lower(), np.float32)
+    named = [("LABEL", "labels", labels), ("SCORE", "scores", scores)]
+    named += [(str(k).upper(), f"attributes[{k!r}]", a) for k, a in dict(attributes or {}).items()]
+    for key, argname, values in named:
+        arr = _per_row(values, len(v), argname, np.float32)
         if arr is not None:
-            attrs[f"_{key.upper()}"] = add(arr, _FLOAT, "SCALAR", target=34962)
+            attrs[f"_{key}"] = add(arr, _FLOAT, "SCALAR", target=34962)
     primitive: dict[str, Any] = {"attributes": attrs, "mode": 4 if len(f) else 0, "material": 0}
     if len(f):
         primitive["indices"] = add(f.reshape(-1).astype(np.uint32), _UINT, "SCALAR", target=34963)
