@@ -9,6 +9,13 @@ these; nothing here imports a recipe.
 Flat re-exports: ``from pa3d_train import fit, main, evaluate_segmentation, instance_miou``.
 """
 
+from .baselines import (
+    baseline_markdown,
+    one_label_labels,
+    patch_ceiling_labels,
+    patch_majority_labels,
+    reference_baselines,
+)
 from .config import (
     COMMANDS,
     DEFAULTS,
@@ -74,6 +81,12 @@ from .stages import (
 from .viz import colorize_labels, part_palette, pca_rgb, save_feature_figure, save_part_figure
 
 __all__ = [
+    # reference baselines (patch ceiling, one-label predictor)
+    "reference_baselines",
+    "patch_ceiling_labels",
+    "patch_majority_labels",
+    "one_label_labels",
+    "baseline_markdown",
     # engine
     "fit",
     "FitResult",
