@@ -28,6 +28,15 @@ from .engine import (
     load_training_state,
     seed_everything,
 )
+from .finetune import (
+    AFTER,
+    BEFORE,
+    check_init_checkpoint,
+    finetune_markdown,
+    finetune_summary,
+    frozen_copy,
+    init_for_finetuning,
+)
 from .report import write_metrics, write_report
 from .schedule import Budget, RunProgress
 from .stages import (
@@ -115,6 +124,9 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         say(f"  {name}: {len(ds)} shapes")
     stages = STAGES[cfg["command"]] if cfg["stage2_only"] else tuple(s for s in STAGES[cfg["command"]]
                                                                      if s != "stage2_only")
+    if cfg["init_checkpoint"]:  # fine-tuning (pa3d_train.finetune): the checkpoint replaces Stage 1
+        stages = tuple(s for s in stages if s != "stage1")
+        check_init_checkpoint(cfg)
     if stages:
         _check_batch(cfg, datasets["train"], ctx)
     if cfg["command"] == "stage2" and cfg["stage1_checkpoint"]:
@@ -125,7 +137,8 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=True))
-    parts = [*stages, "eval"] if cfg["command"] in ("all", "eval") else list(stages)
+    evaluates = cfg["command"] in ("all", "eval") or bool(cfg["init_checkpoint"])
+    parts = [*stages, "eval"] if evaluates else list(stages)
     budget = Budget(cfg["max_minutes"], {p: float(cfg["budget_weights"].get(p, 1.0)) for p in parts}, started=started)
     per_epoch = steps_per_epoch(len(datasets["train"]), cfg["batch_size"], ctx.world_size) if stages else 0
     epochs = {s: cfg["stage1_epochs"] if s == "stage1" else cfg["stage2_epochs"] for s in stages}
@@ -165,7 +178,11 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         report["teacher"] = note or cfg["teacher"]
 
     models: dict[str, Any] = {}
-    if "stage2" in stages:
+    if "stage2" in stages and cfg["init_checkpoint"]:  # fine-tuning: the model, and a frozen copy to compare
+        model, report["init"] = init_for_finetuning(cfg, text_dim=bank.dim, teacher_dim=teacher_dim,
+                                                    device=ctx.device, say=say)
+        models[AFTER], models[BEFORE] = model, frozen_copy(model)
+    elif "stage2" in stages:
         init = Path(cfg["stage1_checkpoint"] or out / "stage1" / "last.pt")
         if not init.is_file():
             raise ConfigError(f"stage2 needs Stage-1 weights: {init} does not exist "
@@ -174,9 +191,11 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         model = new_model(cfg, text_dim=bank.dim, teacher_dim=teacher_dim).to(ctx.device)
         load_training_state(init, model=model, restore_rng=False)
         say(f"  stage2 starts from the Stage-1 weights in {init}")
+    if "stage2" in stages:
         report["stages"]["stage2"] = train_stage2("stage2", model, datasets["train"], bank, cache, cfg, ctx=ctx,
                                                   out=out, budget_s=allot("stage2"), progress=progress, log=say)
-        models["stage1+stage2"] = model
+        if not cfg["init_checkpoint"]:
+            models["stage1+stage2"] = model
     if "stage2_only" in stages:
         seed_everything(cfg["seed"])
         scratch = new_model(cfg, text_dim=bank.dim, teacher_dim=teacher_dim or 1).to(ctx.device)
@@ -188,7 +207,7 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         models["checkpoint"] = load_for_eval(cfg, bank).to(ctx.device)
 
     results: dict[str, Any] = {}
-    if ctx.is_main and cfg["command"] in ("all", "eval"):
+    if ctx.is_main and evaluates:
         allot("eval")
         results = evaluate_all(models, datasets, bank, cfg, out, say)
         _finish_report(out, cfg, results, models, report, started, budget)
@@ -233,6 +252,10 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         "history": histories,
         "config": cfg,
     }
+    sections: dict[str, str] = {}
+    if report.get("init") is not None:  # fine-tuning: mIoU before and after, on the same evaluation sets
+        metrics["fine_tuning"] = finetune_summary(results, report["init"])
+        sections["Fine-tuning: before and after"] = finetune_markdown(metrics["fine_tuning"])
     write_metrics(out / "metrics.json", metrics)
     notes = [
         f"dataset: {cfg['dataset']}; model: {cfg['model']}; text encoder: {report['text_encoder']}",
@@ -240,13 +263,16 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         f"IoU convention: {cfg['iou_convention']}; patch -> point assignment: {cfg['assign']}",
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
     ]
+    if report.get("init") is not None:
+        notes.append(f"{AFTER}: the --init-checkpoint weights after Stage 2 with freeze policy "
+                     f"{cfg['freeze_policy']!r}; {BEFORE}: the same weights before it (Stage 1 not run)")
     if cfg["command"] == "all":
         notes += [
             f"stage1+stage2: Stage 2 trains what freeze policy {cfg['freeze_policy']!r} leaves trainable "
             "(paper: the last block, the final norm, the text head, logit scale and bias) on the Stage-1 encoder",
             "stage2 only: the same Stage-2 loss and epochs on a randomly initialised model, every parameter trained"
             if cfg["stage2_only"] else "stage2 only: not run (--no-stage2-only)",
-        ]
+        ][1 if report.get("init") is not None else 0:]
     notes.append(f"wall clock: {metrics['minutes']:.1f} min")
     rows = []
     for stage, history in histories.items():
@@ -256,5 +282,6 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
     training = ("| stage | epoch | loss | lr | steps |\n| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
                 if rows else "(no training in this run)")
     write_report(out / "report.md", title="PatchAlign3D recipe report", results=results, notes=notes,
-                 figures=figures, extra_sections={"Training (every epoch, resumed runs included)": training})
+                 figures=figures, extra_sections={**sections,
+                                                  "Training (every epoch, resumed runs included)": training})
     print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}" + (", figures" if figures else ""))
