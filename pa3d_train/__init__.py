@@ -49,6 +49,7 @@ from .engine import (
     set_rng_state,
 )
 from .evaluate import Candidates, evaluate_segmentation, write_prediction
+from .finetune import check_init_checkpoint, finetune_markdown, finetune_summary, frozen_copy, init_for_finetuning
 from .metrics import (
     IOU_CONVENTIONS,
     SegmentationMeter,
@@ -143,6 +144,12 @@ __all__ = [
     "load_for_eval",
     "eval_candidates",
     "evaluate_all",
+    # fine-tuning from released or saved weights
+    "init_for_finetuning",
+    "check_init_checkpoint",
+    "frozen_copy",
+    "finetune_summary",
+    "finetune_markdown",
     # evaluation and metrics
     "Candidates",
     "evaluate_segmentation",
