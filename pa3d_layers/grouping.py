@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._backend import resolve_backend
+from ._backend import WITH_TORCH_CLUSTER, resolve_backend
 from ._checks import check_batch_vector, check_finite, check_points, check_positive_int, check_rank
 
 __all__ = ["fps", "knn", "group_points", "PatchGroups", "PatchGrouper", "num_groups_for"]
@@ -27,6 +27,57 @@ __all__ = ["fps", "knn", "group_points", "PatchGroups", "PatchGrouper", "num_gro
 # Elements of one distance block in the chunked torch kNN (float32: 4 bytes each). 2**25 elements = 128 MiB,
 # which keeps a kNN of 100k points with batch 32 well under 2 GB.
 _KNN_BLOCK_ELEMENTS = 2**25
+# ATen runs an elementwise op on fewer elements than this inline, without waking its thread pool
+# (at::internal::GRAIN_SIZE). The FPS loop is 128 steps of tiny ops: below the grain size each op costs no
+# thread barrier, which on a busy machine is several times faster than the parallel version.
+_GRAIN_SIZE = 32768
+
+
+def _compiling() -> bool:
+    """True while torch.compile traces: data-dependent checks (``bool(tensor)``) are skipped then, so the
+    encoder's forward compiles without graph breaks; they run at the eager entry points."""
+    return torch.compiler.is_compiling()
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Distances are computed in float32 for half / bfloat16 points (``cdist`` has no half kernel on CPU, and
+    a half-precision squared distance overflows at coordinates of a few hundred), else in the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _pow2_scale(amax: Tensor) -> Tensor:
+    """Per-cloud factor ``2**-e`` with ``amax = m * 2**e``, ``m`` in [0.5, 1).
+
+    Multiplying by a power of two is exact, so distances are scaled by exactly ``4**-e`` and every comparison
+    FPS and kNN make is unchanged, but squared distances of huge (1e20) or tiny (1e-30) coordinates no
+    longer overflow or underflow.
+    """
+    _, e = torch.frexp(amax)
+    limit = int(math.log2(torch.finfo(amax.dtype).max)) - 1
+    return torch.ldexp(torch.ones_like(amax), (-e).clamp(-limit, limit))
+
+
+def _normalise_dense(*clouds: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Cast dense ``(B, *, F)`` tensors to the compute dtype and scale each cloud (row of the batch) by one
+    power of two taken over all of them; returns the scaled tensors and the ``(B,)`` factor."""
+    dt = _compute_dtype(clouds[0].dtype)
+    cast = [c.detach().to(dt) for c in clouds]
+    amax = torch.stack([c.abs().amax(dim=(1, 2)) if c.shape[1] else c.new_zeros(c.shape[0]) for c in cast])
+    scale = _pow2_scale(amax.amax(0))
+    return [c * scale.view(-1, 1, 1) for c in cast], scale
+
+
+def _normalise_ragged(pairs: list[tuple[Tensor, Tensor]], num_clouds: int) -> tuple[list[Tensor], Tensor]:
+    """Ragged version of :func:`_normalise_dense`: ``(pos (P, F), batch (P,))`` pairs sharing clouds."""
+    dt = _compute_dtype(pairs[0][0].dtype)
+    amax = torch.zeros(num_clouds, dtype=dt, device=pairs[0][0].device)
+    cast = []
+    for pos, batch in pairs:
+        c = pos.detach().to(dt)
+        cast.append(c)
+        amax = amax.scatter_reduce(0, batch, c.abs().amax(dim=1), "amax", include_self=True)
+    scale = _pow2_scale(amax)
+    return [c * scale[b].unsqueeze(1) for c, (_, b) in zip(cast, pairs)], scale
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,21 +177,39 @@ def _per_cloud_samples(num_samples: object, counts: Tensor, name: str = "num_sam
 def _fps_torch(points: Tensor, num_samples: int, mask: Tensor | None, start: Tensor) -> Tensor:
     """Iterative FPS on a dense (padded) batch ``(B, N, F)``; returns ``(B, S)`` local indices.
 
-    The minimum distance to the picked set is one dense ``(B, N)`` tensor; padding is ``-inf`` so it is
-    never picked. ``argmax`` returns the first maximum, which makes ties deterministic (lowest index).
+    The minimum squared distance to the picked set is one ``(B, N)`` tensor, updated as
+    ``((x - cx)^2 + (y - cy)^2) + (z - cz)^2`` (torch-cluster's order of operations, so both backends pick the
+    same points); padding is ``-inf`` so it is never picked. ``argmax`` returns the first maximum, which
+    makes ties deterministic (lowest index). In eager mode the batch runs in chunks of clouds small enough
+    that every op of the loop stays under ATen's grain size (no thread barriers in the 128-step loop).
     """
     b, n, _ = points.shape
+    if b == 0:
+        return torch.empty(0, num_samples, dtype=torch.long, device=points.device)
+    per = b if _compiling() else max(1, (_GRAIN_SIZE - 1) // max(1, n))
+    outs = [
+        _fps_torch_chunk(points[i : i + per], num_samples, None if mask is None else mask[i : i + per],
+                         start[i : i + per])
+        for i in range(0, b, per)
+    ]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _fps_torch_chunk(points: Tensor, num_samples: int, mask: Tensor | None, start: Tensor) -> Tensor:
+    b, n, f = points.shape
     dist = torch.full((b, n), math.inf, dtype=points.dtype, device=points.device)
     if mask is not None:
-        dist.masked_fill_(~mask, -math.inf)
+        dist = dist.masked_fill(~mask, -math.inf)
     out = torch.empty(b, num_samples, dtype=torch.long, device=points.device)
     rows = torch.arange(b, device=points.device)
-    # Channels-first for the loop: a sum over a leading axis of size F is far faster than over the last.
-    pts_t = points.transpose(1, 2).contiguous()  # (B, F, N)
+    coords = points.permute(2, 0, 1).contiguous()  # (F, B, N): one contiguous (B, N) plane per coordinate
     cur = start
     for i in range(num_samples):
         out[:, i] = cur
-        d = (pts_t - points[rows, cur].unsqueeze(2)).square_().sum(1)
+        c = points[rows, cur].unsqueeze(-1)  # (B, F, 1)
+        d = (coords[0] - c[:, 0]).square_()
+        for j in range(1, f):
+            d.add_((coords[j] - c[:, j]).square_())
         dist = torch.minimum(dist, d)
         cur = dist.argmax(dim=1)
     return out
@@ -164,6 +233,74 @@ def _fps_cluster(points: Tensor, batch: Tensor, counts: Tensor, samples: Tensor,
     return out[rank < samples[cloud]]
 
 
+def _cluster_fps_dense_impl(points: Tensor, num_samples: int, random_start: bool) -> Tensor:
+    """torch-cluster FPS on a dense batch ``(B, N, F)`` -> ``(B, S)`` per-cloud indices."""
+    b, n, f = points.shape
+    flat = points.reshape(b * n, f)
+    fb = torch.arange(b, device=points.device).repeat_interleave(n)
+    counts = torch.full((b,), n, dtype=torch.long, device=points.device)
+    samples = torch.full_like(counts, num_samples)
+    idx = _fps_cluster(flat, fb, counts, samples, random_start)
+    return idx.view(b, num_samples) - (torch.arange(b, device=points.device) * n).unsqueeze(1)
+
+
+def _cluster_knn_dense_impl(x: Tensor, y: Tensor, k: int) -> Tensor:
+    """torch-cluster kNN on dense batches ``x (B, N, F)``, ``y (B, M, F)`` -> ``(B, M, k)`` per-cloud indices."""
+    b, n, f = x.shape
+    m = y.shape[1]
+    bx = torch.arange(b, device=x.device).repeat_interleave(n)
+    by = torch.arange(b, device=x.device).repeat_interleave(m)
+    flat = _knn_cluster(x.reshape(b * n, f), y.reshape(b * m, f), k, bx, by)
+    return flat.view(b, m, k) - (torch.arange(b, device=x.device) * n).view(b, 1, 1)
+
+
+def _register_cluster_ops() -> tuple:
+    """The torch-cluster calls as custom ops with fake (meta) kernels: ``torch.compile`` traces through them
+    (output shapes are known from the inputs) instead of failing on the extension's opaque call."""
+    lib_fps = torch.library.custom_op("pa3d::cluster_fps_dense", _cluster_fps_dense_impl, mutates_args=())
+    lib_knn = torch.library.custom_op("pa3d::cluster_knn_dense", _cluster_knn_dense_impl, mutates_args=())
+
+    @lib_fps.register_fake
+    def _(points: Tensor, num_samples: int, random_start: bool) -> Tensor:
+        return points.new_empty((points.shape[0], num_samples), dtype=torch.long)
+
+    @lib_knn.register_fake
+    def _(x: Tensor, y: Tensor, k: int) -> Tensor:
+        return x.new_empty((x.shape[0], y.shape[1], k), dtype=torch.long)
+
+    return lib_fps, lib_knn
+
+
+if WITH_TORCH_CLUSTER:  # pragma: no cover - depends on the environment
+    _cluster_fps_dense, _cluster_knn_dense = _register_cluster_ops()
+else:
+    _cluster_fps_dense, _cluster_knn_dense = _cluster_fps_dense_impl, _cluster_knn_dense_impl
+
+
+def _fps_dense(scaled: Tensor, num_samples: int, random_start: bool, impl: str,
+               generator: torch.Generator | None = None) -> Tensor:
+    """FPS on normalised dense points (compute dtype, scaled per cloud)."""
+    b, n, _ = scaled.shape
+    if b == 0:
+        return torch.empty(0, num_samples, dtype=torch.long, device=scaled.device)
+    if impl == "torch":
+        start = _random_start(torch.full((b,), n, device=scaled.device), random_start, generator)
+        return _fps_torch(scaled, num_samples, None, start)
+    return _cluster_fps_dense(scaled, num_samples, random_start)
+
+
+def _fps_ragged(scaled: Tensor, batch: Tensor, counts: Tensor, samples: Tensor, random_start: bool, impl: str,
+                generator: torch.Generator | None = None) -> Tensor:
+    """FPS on normalised ragged points; global row indices, cloud by cloud."""
+    if impl == "cluster":
+        return _fps_cluster(scaled, batch, counts, samples, random_start)
+    dense, mask, _ = _to_dense(scaled, batch, counts)
+    start = _random_start(counts, random_start, generator)
+    local = _fps_torch(dense, int(samples.max()), mask, start)
+    keep = torch.arange(local.shape[1], device=local.device).unsqueeze(0) < samples.unsqueeze(1)
+    return (local + _ptr(counts)[:-1].unsqueeze(1))[keep]
+
+
 def fps(
     points: Tensor,
     num_samples: int | list[int] | tuple[int, ...] | Tensor,
@@ -178,6 +315,12 @@ def fps(
     Without ``random_start`` the first pick is point 0 of each cloud (the official PatchAlign3D order) and
     the result is deterministic; ties go to the lowest index in the torch reference. Unlike the CUDA kernel
     of the official release, points near the origin are not skipped.
+
+    Half and bfloat16 points are compared in float32, and each cloud is scaled by a power of two (exact)
+    before distances are taken, so huge (1e20) or tiny coordinates neither overflow nor underflow. An empty
+    batch (B = 0) gives an empty result. Under ``torch.compile`` the data-dependent value checks are skipped
+    and both backends trace without graph breaks (torch-cluster runs as the custom op
+    ``pa3d::cluster_fps_dense``).
 
     Args:
         points: dense ``(B, N, F)`` or, with ``batch``, ragged ``(P, F)`` float coordinates (F is 3 for
@@ -208,37 +351,26 @@ def fps(
     check_rank(points, "points", 2 if ragged else 3, layout + " float")
     if not points.is_floating_point():
         raise ValueError(f"points must be {layout} float, got dtype {points.dtype}")
-    check_finite(points, "points")
+    if not _compiling():
+        check_finite(points, "points")
     impl = resolve_backend(backend, "cluster", "fps")
 
     if not ragged:
         if isinstance(num_samples, Tensor | list | tuple):
             raise ValueError(f"num_samples must be an int for dense points, got {type(num_samples).__name__}")
         check_positive_int(num_samples, "num_samples")
-        b, n, f = points.shape
+        n = points.shape[1]
         if num_samples > n:
             raise ValueError(f"num_samples must be <= the number of points N={n}, got {num_samples}")
-        if impl == "torch":
-            start = _random_start(torch.full((b,), n, device=points.device), random_start, generator)
-            return _fps_torch(points.detach(), num_samples, None, start)
-        flat = points.detach().reshape(b * n, f)
-        fb = torch.arange(b, device=points.device).repeat_interleave(n)
-        counts = torch.full((b,), n, dtype=torch.long, device=points.device)
-        samples = torch.full_like(counts, num_samples)
-        idx = _fps_cluster(flat, fb, counts, samples, random_start)
-        return idx.view(b, num_samples) - (torch.arange(b, device=points.device) * n).unsqueeze(1)
+        (scaled,), _ = _normalise_dense(points)
+        return _fps_dense(scaled, num_samples, random_start, impl, generator)
 
     check_batch_vector(batch, points.shape[0], "batch")
     assert batch is not None
     counts = _counts(batch)
     samples = _per_cloud_samples(num_samples, counts)
-    if impl == "cluster":
-        return _fps_cluster(points.detach(), batch, counts, samples, random_start)
-    dense, mask, _ = _to_dense(points.detach(), batch, counts)
-    start = _random_start(counts, random_start, generator)
-    local = _fps_torch(dense, int(samples.max()), mask, start)
-    keep = torch.arange(local.shape[1], device=local.device).unsqueeze(0) < samples.unsqueeze(1)
-    return (local + _ptr(counts)[:-1].unsqueeze(1))[keep]
+    (scaled,), _ = _normalise_ragged([(points, batch)], counts.numel())
+    return _fps_ragged(scaled, batch, counts, samples, random_start, impl, generator)
 
 
 def _random_start(counts: Tensor, random_start: bool, generator: torch.Generator | None) -> Tensor:
@@ -252,6 +384,23 @@ def _random_start(counts: Tensor, random_start: bool, generator: torch.Generator
 # k nearest neighbours
 
 
+def _order_dense(x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+    """Order each query's neighbours ``idx (B, M, k)`` by ascending (squared distance, index)."""
+    b, m, k = idx.shape
+    f = x.shape[-1]
+    idx = idx.sort(dim=-1).values
+    near = torch.gather(x, 1, idx.reshape(b, m * k, 1).expand(-1, -1, f)).view(b, m, k, f)
+    d = (near - y.unsqueeze(2)).square().sum(-1)
+    return idx.gather(-1, d.sort(dim=-1, stable=True).indices)
+
+
+def _order_ragged(x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+    """Order each query's neighbours ``idx (R, k)`` (rows of x) by ascending (squared distance, index)."""
+    idx = idx.sort(dim=-1).values
+    d = (x[idx] - y.unsqueeze(1)).square().sum(-1)
+    return idx.gather(-1, d.sort(dim=-1, stable=True).indices)
+
+
 def _knn_torch_dense(x: Tensor, y: Tensor, k: int, x_mask: Tensor | None) -> Tensor:
     """Chunked brute-force kNN on dense batches: ``(B, M, k)`` indices into x, ascending distance.
 
@@ -261,14 +410,17 @@ def _knn_torch_dense(x: Tensor, y: Tensor, k: int, x_mask: Tensor | None) -> Ten
     """
     b, n, _ = x.shape
     m = y.shape[1]
+    if b == 0 or m == 0:
+        return torch.empty(b, m, k, dtype=torch.long, device=x.device)
     chunk = max(1, _KNN_BLOCK_ELEMENTS // max(1, b * n))
-    out = torch.empty(b, m, k, dtype=torch.long, device=x.device)
+    parts = []
     for s in range(0, m, chunk):
         d = torch.cdist(y[:, s : s + chunk], x, compute_mode="donot_use_mm_for_euclid_dist")
         if x_mask is not None:
-            d.masked_fill_(~x_mask.unsqueeze(1), math.inf)
-        out[:, s : s + chunk] = d.topk(k, dim=-1, largest=False, sorted=True).indices
-    return out
+            d = d.masked_fill(~x_mask.unsqueeze(1), math.inf)
+        parts.append(d.topk(k, dim=-1, largest=False, sorted=False).indices)
+    idx = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return _order_dense(x, y, idx)
 
 
 def _knn_cluster(x: Tensor, y: Tensor, k: int, batch_x: Tensor, batch_y: Tensor) -> Tensor:
@@ -278,11 +430,30 @@ def _knn_cluster(x: Tensor, y: Tensor, k: int, batch_x: Tensor, batch_y: Tensor)
     row, col = torch_cluster.knn(x, y, k, batch_x, batch_y)
     if row.numel() != y.shape[0] * k:  # pragma: no cover - excluded by the checks before
         raise RuntimeError(f"torch_cluster.knn returned {row.numel()} pairs, expected {y.shape[0] * k}")
-    # The extension does not promise an order: sort by query, then by distance within a query.
-    d = (x[col] - y[row]).pow(2).sum(-1)
-    order = torch.sort(d, stable=True).indices
-    order = order[torch.sort(row[order], stable=True).indices]
-    return col[order].view(y.shape[0], k)
+    # The extension does not promise an order: group by query, then order each query's k neighbours.
+    col = col[torch.sort(row, stable=True).indices].view(y.shape[0], k)
+    return _order_ragged(x, y, col)
+
+
+def _knn_dense(xs: Tensor, ys: Tensor, k: int, impl: str) -> Tensor:
+    """kNN on normalised dense batches."""
+    if xs.shape[0] == 0 or ys.shape[1] == 0:
+        return torch.empty(xs.shape[0], ys.shape[1], k, dtype=torch.long, device=xs.device)
+    if impl == "torch":
+        return _knn_torch_dense(xs, ys, k, None)
+    return _cluster_knn_dense(xs, ys, k)
+
+
+def _knn_ragged(xs: Tensor, ys: Tensor, k: int, batch_x: Tensor, batch_y: Tensor, counts_x: Tensor,
+                impl: str) -> Tensor:
+    """kNN on normalised ragged batches; global row indices into x."""
+    if impl == "cluster":
+        return _knn_cluster(xs, ys, k, batch_x, batch_y)
+    counts_y = torch.bincount(batch_y, minlength=counts_x.numel())
+    dx, mx, _ = _to_dense(xs, batch_x, counts_x)
+    dy, _, local_y = _to_dense(ys, batch_y, counts_y)
+    dense = _knn_torch_dense(dx, dy, k, mx)
+    return dense[batch_y, local_y] + _ptr(counts_x)[batch_y].unsqueeze(1)
 
 
 def knn(
@@ -308,6 +479,12 @@ def knn(
             batch 32 stay under 2 GB).
         return_distances: also return the Euclidean distances (differentiable w.r.t. ``x`` and ``y``).
 
+    Neighbours are ordered by ascending (squared distance, index) on both backends, so identical points
+    come out in index order. When several points tie at the k-th distance, which of them make the cut may
+    differ between backends (torch-cluster searches a KD-tree); the torch reference then keeps the ones
+    ``torch.topk`` returns. Half / bfloat16 inputs are compared in float32, each cloud is scaled by a power
+    of two first (huge or tiny coordinates stay exact), and an empty batch gives an empty result.
+
     Returns:
         Dense: ``(B, M, k)`` long indices into each cloud's N points. Ragged: ``(R, k)`` long row indices
         into ``x``. Ordered by ascending distance. With ``return_distances``, a tuple ``(index, distance)``
@@ -331,7 +508,8 @@ def knn(
         check_rank(t, name, 2 if ragged else 3, lay + " float")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be {lay} float, got dtype {t.dtype}")
-        check_finite(t, name)
+        if not _compiling():
+            check_finite(t, name)
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"y must have the same last dim F as x ({x.shape[-1]}), got shape {tuple(y.shape)}")
     if y.dtype != x.dtype:
@@ -346,17 +524,14 @@ def knn(
         m = y.shape[1]
         if k > n:
             raise ValueError(f"k must be <= the number of points N={n} of x, got {k}")
-        if impl == "torch":
-            idx = _knn_torch_dense(x.detach(), y.detach(), k, None)
-        else:
-            bx = torch.arange(b, device=x.device).repeat_interleave(n)
-            by = torch.arange(b, device=x.device).repeat_interleave(m)
-            flat = _knn_cluster(x.detach().reshape(b * n, f), y.detach().reshape(b * m, f), k, bx, by)
-            idx = flat.view(b, m, k) - (torch.arange(b, device=x.device) * n).view(b, 1, 1)
+        (xs, ys), scale = _normalise_dense(x, y)
+        idx = _knn_dense(xs, ys, k, impl)
         if not return_distances:
             return idx
         near = torch.gather(x, 1, idx.reshape(b, m * k, 1).expand(-1, -1, f)).view(b, m, k, f)
-        return idx, (near - y.unsqueeze(2)).norm(dim=-1)
+        s = scale.view(-1, 1, 1, 1)
+        dist = ((near.to(s.dtype) - y.unsqueeze(2).to(s.dtype)) * s).norm(dim=-1) / s.squeeze(-1)
+        return idx, dist.to(x.dtype)
 
     assert batch_x is not None and batch_y is not None
     counts_x = _counts(batch_x)
@@ -366,17 +541,13 @@ def knn(
             f"k must be <= the number of points in every cloud of x, got {k} but cloud {b} has "
             f"{int(counts_x[b])} points"
         )
-    if impl == "cluster":
-        idx = _knn_cluster(x.detach(), y.detach(), k, batch_x, batch_y)
-    else:
-        counts_y = torch.bincount(batch_y, minlength=counts_x.numel())
-        dx, mx, _ = _to_dense(x.detach(), batch_x, counts_x)
-        dy, _, local_y = _to_dense(y.detach(), batch_y, counts_y)
-        dense = _knn_torch_dense(dx, dy, k, mx)
-        idx = dense[batch_y, local_y] + _ptr(counts_x)[batch_y].unsqueeze(1)
+    (xs, ys), scale = _normalise_ragged([(x, batch_x), (y, batch_y)], counts_x.numel())
+    idx = _knn_ragged(xs, ys, k, batch_x, batch_y, counts_x, impl)
     if not return_distances:
         return idx
-    return idx, (x[idx] - y.unsqueeze(1)).norm(dim=-1)
+    s = scale[batch_y].unsqueeze(1)
+    dist = ((x[idx].to(s.dtype) - y.unsqueeze(1).to(s.dtype)) * s.unsqueeze(-1)).norm(dim=-1) / s
+    return idx, dist.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -433,10 +604,20 @@ def num_groups_for(num_points: int, group_size: int = 32, *, coverage: float = 2
     """
     check_positive_int(num_points, "num_points")
     check_positive_int(group_size, "group_size")
-    if not (isinstance(coverage, int | float) and coverage > 0 and math.isfinite(coverage)):
-        raise ValueError(f"coverage must be a finite number > 0, got {coverage!r}")
+    _check_group_bounds(coverage, min_groups, max_groups)
     upper = num_points if max_groups is None else min(max_groups, num_points)
     return max(min_groups, min(upper, int(round(coverage * num_points / group_size))))
+
+
+def _check_group_bounds(coverage: object, min_groups: object, max_groups: object) -> None:
+    if isinstance(coverage, bool) or not (isinstance(coverage, int | float) and coverage > 0
+                                           and math.isfinite(coverage)):
+        raise ValueError(f"coverage must be a finite number > 0, got {coverage!r}")
+    check_positive_int(min_groups, "min_groups")
+    if max_groups is not None:
+        check_positive_int(max_groups, "max_groups")
+        if max_groups < min_groups:  # type: ignore[operator]
+            raise ValueError(f"max_groups must be >= min_groups={min_groups}, got {max_groups}")
 
 
 def _ensure_center_first(patch_idx: Tensor, center_idx: Tensor) -> Tensor:
@@ -502,17 +683,23 @@ def group_points(
     """
     points, batch = _unpack_pyg(points, batch)
     ragged = batch is not None
-    check_points(points, "points", ragged=ragged)
+    if _compiling():  # shape checks only: a finite check reads the data (a graph break)
+        check_rank(points, "points", 2 if ragged else 3, "(P, 3)" if ragged else "(B, N, 3)")
+    else:
+        check_points(points, "points", ragged=ragged)
     assert isinstance(points, Tensor)
     check_positive_int(group_size, "group_size")
     if num_groups is not None:
         check_positive_int(num_groups, "num_groups")
+    _check_group_bounds(coverage, 1, max_groups)
     if feats is not None:
         check_rank(feats, "feats", 2 if ragged else 3, "(P, C)" if ragged else "(B, N, C)")
         if feats.shape[:-1] != points.shape[:-1]:
             raise ValueError(
                 f"feats must have one row per point {tuple(points.shape[:-1])} + (C,), got {tuple(feats.shape)}"
             )
+    fps_impl = resolve_backend(backend, "cluster", "fps")
+    knn_impl = resolve_backend(backend, "cluster", "knn")
 
     if not ragged:
         b, n, _ = points.shape
@@ -522,11 +709,11 @@ def group_points(
             else num_groups
         if g > n:
             raise ValueError(f"num_groups must be <= the number of points N={n}, got {g}")
-        center_idx = fps(points, g, random_start=random_start, backend=backend)
+        (scaled,), _ = _normalise_dense(points)
+        center_idx = _fps_dense(scaled, g, random_start, fps_impl)
+        centers_s = torch.gather(scaled, 1, center_idx.unsqueeze(-1).expand(-1, -1, 3))
+        patch_idx = _ensure_center_first(_knn_dense(scaled, centers_s, group_size, knn_impl), center_idx)
         centers = torch.gather(points, 1, center_idx.unsqueeze(-1).expand(-1, -1, 3))
-        patch_idx = knn(points, centers, group_size, backend=backend)
-        assert isinstance(patch_idx, Tensor)
-        patch_idx = _ensure_center_first(patch_idx, center_idx)
         flat = patch_idx.reshape(b, g * group_size, 1)
         neigh = torch.gather(points, 1, flat.expand(-1, -1, 3)).view(b, g, group_size, 3)
         features = None
@@ -559,12 +746,12 @@ def group_points(
                 f"num_groups must be <= the number of points in each cloud, got {num_groups} but cloud {c} "
                 f"has {int(counts[c])} points"
             )
-    center_idx = fps(points, samples, batch=batch, random_start=random_start, backend=backend)
+    (scaled,), _ = _normalise_ragged([(points, batch)], counts.numel())
+    center_idx = _fps_ragged(scaled, batch, counts, samples, random_start, fps_impl)
     center_batch = batch[center_idx]
-    centers = points[center_idx]
-    patch_idx = knn(points, centers, group_size, batch_x=batch, batch_y=center_batch, backend=backend)
-    assert isinstance(patch_idx, Tensor)
+    patch_idx = _knn_ragged(scaled, scaled[center_idx], group_size, batch, center_batch, counts, knn_impl)
     patch_idx = _ensure_center_first(patch_idx, center_idx)
+    centers = points[center_idx]
     neigh = points[patch_idx] - centers.unsqueeze(1)
     features = feats[patch_idx] if feats is not None else None
     return PatchGroups(centers, neigh, patch_idx, center_idx, center_batch, features)
@@ -610,8 +797,7 @@ class PatchGrouper(nn.Module):
         check_positive_int(group_size, "group_size")
         if backend not in ("auto", "torch", "cluster"):
             raise ValueError(f"backend must be one of 'auto', 'torch', 'cluster'; got {backend!r}")
-        if num_groups is None:
-            num_groups_for(group_size, group_size, coverage=coverage)  # validates coverage
+        _check_group_bounds(coverage, 1, max_groups)
         self.num_groups = num_groups
         self.group_size = group_size
         self.coverage = coverage

@@ -397,3 +397,116 @@ def test_torch_knn_memory_is_bounded():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout.strip()) * 1024 < 2 * 2**30
+
+
+# ---------------------------------------------------------------------------------------------- numerics (issue 18)
+
+BACKENDS = ["torch"] + (["cluster"] if WITH_TORCH_CLUSTER else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_points_group_like_their_float32_values(backend, dtype):
+    pts = rand_points(0, 2, 200, 3).to(dtype)
+    exact = pts.float()  # the same (rounded) coordinates
+    assert torch.equal(fps(pts, 16, backend=backend), fps(exact, 16, backend=backend))
+    assert torch.equal(knn(pts, pts[:, :5], 4, backend=backend), knn(exact, exact[:, :5], 4, backend=backend))
+    g, ref = group_points(pts, 16, 8, backend=backend), group_points(exact, 16, 8, backend=backend)
+    assert torch.equal(g.patch_idx, ref.patch_idx) and g.neighborhoods.dtype == dtype
+    idx, dist = knn(pts, pts[:, :5], 4, backend=backend, return_distances=True)
+    assert dist.dtype == dtype and torch.equal(dist[..., 0], torch.zeros_like(dist[..., 0]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_gives_empty_results(backend):
+    assert fps(torch.zeros(0, 10, 3), 1, backend=backend).shape == (0, 1)
+    assert knn(torch.zeros(0, 10, 3), torch.zeros(0, 4, 3), 2, backend=backend).shape == (0, 4, 2)
+    g = group_points(torch.zeros(0, 300, 3), 16, 8, backend=backend)
+    assert g.centers.shape == (0, 16, 3) and g.neighborhoods.shape == (0, 16, 8, 3)
+    assert g.patch_idx.shape == (0, 16, 8) and g.center_idx.shape == (0, 16)
+
+
+@given(seed=seeds, e=st.integers(-100, 100), n=st.integers(8, 60))
+def test_grouping_is_exact_under_power_of_two_scaling(seed, e, n):
+    # Huge (2**100 ~ 1e30) and tiny (2**-100) clouds: squared distances would overflow / underflow float32;
+    # scaling by a power of two is exact, so the patches must be the very same.
+    pts = rand_points(seed, 2, n, 3, dtype=torch.float32)
+    ref = group_points(pts, min(6, n), min(5, n), backend="torch")
+    out = group_points(pts * 2.0**e, min(6, n), min(5, n), backend="torch")
+    assert torch.equal(out.center_idx, ref.center_idx) and torch.equal(out.patch_idx, ref.patch_idx)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_coordinates_find_the_true_neighbours(backend):
+    # 1e20: squared differences overflow float32 (max 3.4e38) without the per-cloud scaling.
+    base = rand_points(3, 1, 64, 3)
+    pts = (base * 1e20).float()
+    idx = knn(pts, pts[:, :8], 5, backend=backend)
+    assert_knn_matches_brute_force(pts.double(), pts[:, :8].double(), idx)
+    assert_farthest_point_order(pts.double(), fps(pts, 10, backend=backend), atol=1e26)
+    ragged_idx = knn(pts[0], pts[0, :8], 5, batch_x=torch.zeros(64, dtype=torch.long),
+                     batch_y=torch.zeros(8, dtype=torch.long), backend=backend)
+    assert torch.equal(ragged_idx, idx[0])
+    _, dist = knn(pts, pts[:, :8], 5, backend=backend, return_distances=True)
+    assert bool(torch.isfinite(dist).all()) and float(dist.max()) > 1e19
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_groups=None, max_groups=0), "max_groups must be an int >= 1, got 0"),
+        (dict(num_groups=4, max_groups=-2), "max_groups must be an int >= 1, got -2"),
+        (dict(num_groups=None, coverage=0.0), "coverage must be a finite number > 0, got 0.0"),
+    ],
+)
+def test_group_bounds_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        group_points(rand_points(0, 1, 64, 3), group_size=8, **kwargs)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PatchGrouper(kwargs["num_groups"], 8, **{k: v for k, v in kwargs.items() if k != "num_groups"})
+    if kwargs["num_groups"] is None:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            num_groups_for(64, 8, **{k: v for k, v in kwargs.items() if k != "num_groups"})
+
+
+@given(seed=seeds, n=st.integers(2, 40), m=st.integers(1, 6), data=st.data())
+def test_knn_ties_come_in_index_order(seed, n, m, data):
+    # Integer grids: many equal distances. Each query's neighbours are sorted by (distance, index).
+    k = data.draw(st.integers(1, n))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 3, (2, n, 3), generator=g).double()
+    y = torch.randint(0, 3, (2, m, 3), generator=g).double()
+    for backend in BACKENDS:
+        idx = knn(x, y, k, backend=backend)
+        near = torch.gather(x, 1, idx.reshape(2, -1, 1).expand(-1, -1, 3)).view(2, m, k, 3)
+        d = (near - y.unsqueeze(2)).square().sum(-1)
+        key = d * (n + 1) + idx  # exact in float64 for these small integers
+        assert bool((key[..., 1:] > key[..., :-1]).all()), f"{backend}: not (distance, index) ordered"
+        assert_knn_matches_brute_force(x, y, idx)
+
+
+def test_identical_points_come_in_index_order_on_every_backend():
+    pts = torch.zeros(1, 12, 3)
+    pts[0, 6:] = 1.0
+    for backend in BACKENDS:
+        idx = knn(pts, pts[:, [0, 6]], 6, backend=backend)
+        assert idx.tolist() == [[[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]]], backend
+
+
+@given(seed=seeds, b=st.integers(1, 5), n=st.integers(2, 40), data=st.data())
+def test_chunked_fps_equals_one_chunk(seed, b, n, data):
+    # The eager loop runs clouds in chunks under ATen's grain size; any chunking gives the same picks.
+    import pa3d_layers.grouping as grouping
+
+    s = data.draw(st.integers(1, n))
+    grain = data.draw(st.integers(1, 4 * n))
+    pts = rand_points(seed, b, n, 3)
+    whole = fps(pts, s, backend="torch")
+    old = grouping._GRAIN_SIZE
+    grouping._GRAIN_SIZE = grain
+    try:
+        chunked = fps(pts, s, backend="torch")
+    finally:
+        grouping._GRAIN_SIZE = old
+    assert torch.equal(chunked, whole)
+    assert_farthest_point_order(pts, chunked)
