@@ -15,6 +15,7 @@ from .encoder import (
     TransformerEncoder,
     drop_path,
     init_weights,
+    to_dense_batch,
 )
 from .grouping import PatchGrouper, PatchGroups, fps, group_points, knn, num_groups_for
 from .propagation import PROPAGATION_MODES, PatchToPointPropagation, propagate_to_points
@@ -34,6 +35,7 @@ __all__ = [
     "PatchEmbedding",
     "TransformerEncoder",
     "TransformerBlock",
+    "to_dense_batch",
     "Attention",
     "Mlp",
     "drop_path",

@@ -173,8 +173,7 @@ class PatchEncoder(nn.Module):
         ``center_batch`` is ``(B, G)``.
         """
         points, batch = _unpack(points, batch)
-        if batch is None:
-            check_points(points, "points", ragged=False)
+        if batch is None:  # group_points checks the points (and skips the data-dependent checks when compiling)
             groups = self.grouper(points)
             return {
                 "centers": groups.centers,

@@ -13,12 +13,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 from pa3d_layers import (
+    Attention,
     DropPath,
     PatchEmbedding,
     PointNetTokenizer,
     TransformerBlock,
     TransformerEncoder,
     drop_path,
+    to_dense_batch,
 )
 from pa3d_layers.testing import assert_permutation_invariant
 from pa3d_layers.tokenizer import _unfactorised_reference
@@ -294,3 +296,113 @@ def test_drop_path_function_and_module():
     assert repr(DropPath(0.25)) == "DropPath(drop_prob=0.25)"
     with pytest.raises(ValueError, match=re.escape("drop_prob must be in [0, 1], got 1.5")):
         DropPath(1.5)
+
+
+# ---------------------------------------------------------------------------------------------- performance forms
+
+
+@given(seed=seeds, k=st.integers(1, 10), m=st.integers(0, 5), c=st.integers(1, 5), train=st.booleans())
+def test_rearranged_tokenizer_equals_official_formula(seed, k, m, c, train):
+    # Eval mode folds both BatchNorms; both modes use (W_l W_1) and biases after the max. Same function.
+    torch.manual_seed(seed)
+    tok = randomise_bn(PointNetTokenizer(c, 24), seed).double().train(train)
+    ref = copy.deepcopy(tok)
+    x = torch.randn(m, k, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    if train and m * k < 2:
+        return  # BatchNorm needs two values per channel in training
+    out = tok(x)
+    assert out.shape == (m, 24) and out.dtype == torch.float64
+    torch.testing.assert_close(out, _unfactorised_reference(ref, x), atol=1e-10, rtol=1e-10)
+
+
+def test_tokenizer_bf16_autocast_stays_bf16_and_close():
+    torch.manual_seed(0)
+    tok = randomise_bn(PointNetTokenizer(3, 64)).eval()
+    x = torch.randn(2, 8, 16, 3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tok(x)
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        ref = _unfactorised_reference(tok, x)
+    assert float((out.float() - ref).norm() / ref.norm()) < 2e-2
+
+
+def test_tokenizer_empty_batch():
+    out = PointNetTokenizer(3, 16).eval()(torch.zeros(0, 4, 8, 3))
+    assert out.shape == (0, 4, 16)
+
+
+@given(seed=seeds, b=st.integers(1, 3), n=st.integers(1, 12), masked=st.booleans())
+def test_low_precision_attention_equals_sdpa(seed, b, n, masked):
+    from pa3d_layers.encoder import _attention_low_precision
+
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, 2, n, 8, generator=g).bfloat16() for _ in range(3))
+    mask = None
+    if masked:
+        mask = torch.rand(b, 1, 1, n, generator=g) < 0.7
+        mask[..., 0] = True
+    out = _attention_low_precision(q, k, v, mask)
+    assert out.dtype == torch.bfloat16
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_attention_block_uses_low_precision_path_under_autocast():
+    torch.manual_seed(0)
+    attn = Attention(16, 2).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x)
+    torch.testing.assert_close(out.float(), attn(x), atol=3e-2, rtol=3e-2)
+
+
+# ---------------------------------------------------------------------------------------------- ragged
+
+
+@given(seed=seeds, sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4), fill=st.floats(-2, 2))
+def test_to_dense_batch_matches_a_plain_loop(seed, sizes, fill):
+    x = torch.randn(sum(sizes), 3, generator=torch.Generator().manual_seed(seed))
+    batch = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))
+    dense, mask = to_dense_batch(x, batch, fill_value=fill)
+    assert dense.shape == (len(sizes), max(sizes), 3)
+    start = 0
+    for b, n in enumerate(sizes):
+        assert torch.equal(dense[b, :n], x[start : start + n])
+        assert bool((dense[b, n:] == fill).all()) and mask[b].tolist() == [True] * n + [False] * (max(sizes) - n)
+        start += n
+    assert torch.equal(dense[mask], x)
+
+
+def test_to_dense_batch_bad_input():
+    with pytest.raises(ValueError, match=re.escape("batch must have one entry per point (3), got 2")):
+        to_dense_batch(torch.rand(3, 2), torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match=re.escape("max_num_nodes must be None or an int >= the largest cloud (2)")):
+        to_dense_batch(torch.rand(3, 2), torch.tensor([0, 0, 1]), max_num_nodes=1)
+
+
+@given(seed=seeds, sizes=st.lists(st.integers(1, 6), min_size=1, max_size=3), cls_token=st.booleans())
+def test_ragged_encoder_equals_each_cloud_alone(seed, sizes, cls_token):
+    torch.manual_seed(seed)
+    enc = TransformerEncoder(16, depth=2, num_heads=2, cls_token=cls_token).eval()
+    g = torch.Generator().manual_seed(seed)
+    x, pos = torch.randn(sum(sizes), 16, generator=g), torch.randn(sum(sizes), 16, generator=g)
+    batch = torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes))
+    out = enc(x, pos, batch=batch)
+    assert out.shape == x.shape
+    start = 0
+    for n in sizes:
+        alone = enc(x[None, start : start + n], pos[None, start : start + n])[0]
+        torch.testing.assert_close(out[start : start + n], alone, atol=1e-5, rtol=1e-5)
+        start += n
+
+
+def test_ragged_encoder_bad_input():
+    enc = TransformerEncoder(16, depth=1, num_heads=2)
+    batch = torch.tensor([0, 0, 1])
+    with pytest.raises(ValueError, match="mask must be None when batch is given"):
+        enc(torch.rand(3, 16), batch=batch, mask=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=re.escape("x must be (Q, 16) float when batch is given, got shape")):
+        enc(torch.rand(1, 3, 16), batch=batch)
+    with pytest.raises(ValueError, match=re.escape("pos must be None or have the shape of x (3, 16), got (3, 8)")):
+        enc(torch.rand(3, 16), torch.rand(3, 8), batch=batch)
