@@ -49,6 +49,15 @@ from .shapenetpart import (
     SHAPENETPART_SEG_CLASSES,
     ShapeNetPartDataset,
 )
+from .splits import (
+    LPSB_CROSS_CATEGORY,
+    CategorySplit,
+    check_category_split,
+    load_category_split,
+    save_category_split,
+    select_categories,
+    shared_part_names,
+)
 from .synthetic import (
     SYNTHETIC_HELDOUT_CATEGORIES,
     SYNTHETIC_PART_NAMES,
@@ -98,6 +107,9 @@ from .writers import (
 )
 
 __all__ = [
+    # cross-category splits
+    "CategorySplit", "LPSB_CROSS_CATEGORY", "load_category_split", "save_category_split", "check_category_split",
+    "select_categories", "shared_part_names",
     # training-run helpers
     "corrupt_labels", "LabelNoise", "PartSubset", "split_by_category", "category_names",
     # samples and base
