@@ -59,7 +59,7 @@ def check_same(name: str, got: int, expected: int, what: str, x: torch.Tensor) -
 
 def check_text_mask(text_mask: object, batch_size: int, num_labels: int, device: torch.device) -> torch.Tensor:
     """``text_mask (B, L)`` bool with at least one valid text per shape; all-True when None."""
-    if num_labels == 0 and batch_size > 0:
+    if num_labels == 0:
         raise ValueError("text_feats must hold at least one text per shape (L >= 1), got L = 0")
     if text_mask is None:
         return torch.ones(batch_size, num_labels, dtype=torch.bool, device=device)

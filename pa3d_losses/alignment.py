@@ -302,6 +302,8 @@ class AlignmentLossBase(nn.Module):
 
 def _accuracy(logits: torch.Tensor, target: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``argmax_l logits == target`` over entries with ``target >= 0``; NaN when there are none."""
+    if logits.numel() == 0:  # an empty batch (B = 0, L = 0 or G = 0): no entry to score
+        return torch.full((), float("nan"), dtype=logits.dtype, device=logits.device)
     masked = torch.where(text_mask[:, None, :], logits.detach(), torch.full_like(logits, float("-inf")))
     pred = masked.argmax(dim=-1)
     seen = target >= 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from einops import rearrange
 
@@ -254,9 +256,15 @@ def match_teacher_targets(
     if Gp == 0:
         raise ValueError(f"teacher_centers must hold at least one centre, got {_shape(teacher_centers)}")
     with torch.no_grad():
-        dist = torch.cdist(
-            centers.detach(), teacher_centers.detach().to(centers.dtype), compute_mode="donot_use_mm_for_euclid_dist"
-        )
+        # float32 at least (no half cdist on the CPU) on a power-of-two-scaled frame (exact; no overflow at 1e20)
+        work = torch.promote_types(centers.dtype, torch.float32)
+        a, b = centers.detach().to(work), teacher_centers.detach().to(work)
+        big = torch.maximum(a.abs().amax() if a.numel() else a.new_zeros(()),
+                            b.abs().amax() if b.numel() else b.new_zeros(()))
+        limit = int(math.log2(torch.finfo(work).max)) - 8
+        exponent = torch.frexp(big).exponent.clamp(-limit, limit).to(work)
+        scale = torch.pow(torch.tensor(2.0, dtype=work, device=a.device), -exponent)
+        dist = torch.cdist(a * scale, b * scale, compute_mode="donot_use_mm_for_euclid_dist") / scale
         if teacher_mask is not None:
             check_rank(teacher_mask, "teacher_mask", 2, "(B, G') bool")
             if teacher_mask.dtype != torch.bool or tuple(teacher_mask.shape) != (B, Gp):
@@ -268,6 +276,7 @@ def match_teacher_targets(
                 raise ValueError(f"teacher_mask: shape(s) {empty} have no cached centre")
             dist = dist.masked_fill(~teacher_mask[:, None, :], float("inf"))
         distances, nearest = dist.min(dim=-1)
+        distances = distances.to(centers.dtype)
     T = teacher_targets.shape[-1]
     targets = teacher_targets.gather(1, nearest.unsqueeze(-1).expand(-1, -1, T))
     return targets, distances
