@@ -9,6 +9,7 @@
 #                                cores); pip caches the wheels, so later set-ups take seconds.
 #   scripts/setup_env.sh test    everything `make test` needs: demo + every extra (all, dev, docs) + accel.
 #
+# uv installs (much faster than pip for torch's large wheels); PA3D_INSTALLER=pip uses pip throughout.
 # Idempotent: a stamp per purpose records a hash of pyproject.toml and this script; a second run with nothing
 # changed returns at once. Change dependencies in pyproject.toml only. PYTHON (default python3, >= 3.11) and
 # VENV (default .venv) may be set in the environment.
@@ -58,23 +59,35 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 CONSTRAINTS="$VENV/constraints.txt"
 printf '%s\n%s\n' "$TORCH_PIN" "$TORCHVISION_PIN" > "$CONSTRAINTS"
 
+# The installer: uv (put into the venv by pip in seconds) downloads in parallel and installs faster than pip
+# (measured on the development machine: torch + torchvision 92 s against pip's 239 s, the demo's extras 19 s against
+# 165 s). PA3D_INSTALLER=pip forces pip, and pip takes over when uv cannot be installed. The compiled extensions
+# are always built by pip, whose cache keeps the wheels.
+INSTALL=("${PIP[@]}" install -q)
+if [ "${PA3D_INSTALLER:-uv}" = uv ]; then
+    if [ -x "$VENV/bin/uv" ] || { "${PIP[@]}" install -q uv > "$VENV/uv-install.log" 2>&1 && [ -x "$VENV/bin/uv" ]; }
+    then
+        INSTALL=("$VENV/bin/uv" pip install -q --python "$PY")
+    else
+        step "uv could not be installed (see $VENV/uv-install.log): pip installs instead"
+    fi
+fi
+
 # --- the core stack and the demo's extras: what `make demo` waits for ------------------------------------------
 if stamped demo; then
     step "core stack already installed ($TORCH_PIN)"
 else
-    step "build tools (pip, setuptools, wheel)"
-    "${PIP[@]}" install -q --upgrade pip setuptools wheel
-    step "$TORCH_PIN $TORCHVISION_PIN (a large download the first time: about a minute on a fast link)"
-    "${PIP[@]}" install -q "$TORCH_PIN" "$TORCHVISION_PIN"
+    step "$TORCH_PIN $TORCHVISION_PIN with ${INSTALL[0]##*/} (a large download the first time: 1.5 minutes measured)"
+    "${INSTALL[@]}" "$TORCH_PIN" "$TORCHVISION_PIN" pip "setuptools>=77" wheel
     step "pa3d (editable) with the demo's extras [$DEMO_EXTRAS]"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" -e ".[$DEMO_EXTRAS]"
+    "${INSTALL[@]}" -c "$CONSTRAINTS" -e ".[$DEMO_EXTRAS]"
     stamp demo
 fi
 
 # --- every other extra: what the tests and the docs need ----------------------------------------------------------
 if [ "$LEVEL" = test ]; then
     step "pa3d with every extra [$TEST_EXTRAS]"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" -e ".[$TEST_EXTRAS]"
+    "${INSTALL[@]}" -c "$CONSTRAINTS" -e ".[$TEST_EXTRAS]"
 fi
 
 # --- the compiled extensions, both at once ------------------------------------------------------------------------

@@ -96,6 +96,11 @@ STUB_PYTHON = r"""#!/usr/bin/env bash
 venv="$(cd "$(dirname "$0")/.." && pwd)"
 args="$*"
 case "$args" in
+    *"install -q uv")
+        echo "$args" >> "$venv/calls.log"
+        printf '#!/usr/bin/env bash\necho "uv $*" >> "%s/calls.log"\n' "$venv" > "$venv/bin/uv"
+        chmod +x "$venv/bin/uv"
+        ;;
     *"--no-build-isolation"*)
         ext="${!#}"
         echo "build $ext start $(date +%s.%N) MAX_JOBS=${MAX_JOBS:-unset}" >> "$venv/calls.log"
@@ -125,8 +130,8 @@ def _stub_venv(tmp_path: Path) -> Path:
     return venv
 
 
-def _setup(level: str, venv: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, VENV=str(venv), PYTHON="false")
+def _setup(level: str, venv: Path, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, VENV=str(venv), PYTHON="false", **env_vars)
     return subprocess.run(["bash", str(SETUP), level], capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -140,8 +145,11 @@ def test_setup_demo_installs_the_core_stack_and_compiles_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     calls = _calls(venv)
     assert not any("no-build-isolation" in c or c.startswith("build ") for c in calls), calls
-    assert any("install -q torch==2.15.0 torchvision==0.29.2" in c for c in calls), calls
-    assert any(c.endswith("-e .[train,offline-text]") for c in calls), calls
+    # uv installs: pip puts it into the venv, then every install goes through it
+    assert calls[0].endswith("-m pip --disable-pip-version-check install -q uv"), calls
+    assert any(c.startswith("uv pip install -q --python") and " torch==2.15.0 torchvision==0.29.2 " in c
+               for c in calls), calls
+    assert any(c.startswith("uv pip install") and c.endswith("-e .[train,offline-text]") for c in calls), calls
     steps = [ln for ln in proc.stdout.splitlines() if ln.startswith("[setup")]
     assert all(re.match(r"\[setup +\d+s\] ", ln) for ln in steps[:-1]) and steps[-1].endswith("done (demo)")
     # idempotent: the stamp makes a second run silent and instant
@@ -192,6 +200,16 @@ def test_setup_accel_after_demo_builds_only_the_extensions(tmp_path):
     new = _calls(venv)[before:]
     assert sorted(c.split()[1] for c in new if " start " in c) == ["torch-cluster", "torch-scatter"]
     assert not any("torch==2.15.0" in c or " -e ." in c for c in new), new
+
+
+def test_setup_with_pip_only(tmp_path):
+    venv = _stub_venv(tmp_path)
+    proc = _setup("demo", venv, PA3D_INSTALLER="pip")
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(venv)
+    assert not (venv / "bin" / "uv").exists() and not any(c.startswith("uv ") for c in calls), calls
+    assert any(c.startswith("-m pip --disable-pip-version-check install -q torch==2.15.0 ") for c in calls), calls
+    assert any(c.endswith("-e .[train,offline-text]") for c in calls), calls
 
 
 def test_setup_rejects_an_unknown_purpose(tmp_path):
