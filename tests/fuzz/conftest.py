@@ -78,6 +78,16 @@ def fuzz():
     return check
 
 
+@pytest.fixture(scope="session")
+def count_case():
+    """``count_case(area)`` adds one case to the tally (for cases that do not go through the referee)."""
+
+    def count(area: str) -> None:
+        CASES[area] += 1
+
+    return count
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest hook signature
     if CASES:
         areas = ", ".join(f"{k} {v}" for k, v in sorted(CASES.items()))
