@@ -590,6 +590,8 @@ def _check_plans(plans: list[_Plan], inputs: Sequence[Path]) -> None:
     for plan in plans:
         for kind, path in plan.files.items():
             what = flag.get(kind, f"--heatmap {kind.removeprefix('heatmap:')}")
+            if len(plans) > 1:
+                what = f"the {what.lstrip('-')} of {plan.source}"
             for src in inputs:
                 if _same(path, src):
                     raise SegmentError(f"refusing to overwrite the input {src} with {what} {path}")

@@ -218,7 +218,7 @@ class PatchEncoder(nn.Module):
 
 
 class SegmentResult(NamedTuple):
-    """Per-point zero-shot segmentation.
+    """Per-point zero-shot segmentation (for a ragged batch, :meth:`PatchAlign3D.segment` returns one per cloud).
 
     Attributes:
         labels: index into the part names per point, -1 where the score is below ``min_score``;
