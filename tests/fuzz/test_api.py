@@ -129,6 +129,15 @@ def test_group_points_and_grouper(fuzz, cloud, G, K, backend):
         )
 
 
+@pytest.mark.parametrize("max_groups", [0, -1, 1.5, True])
+def test_group_points_max_groups_is_checked(fuzz, max_groups):
+    points = torch.rand(2, 50, 3)
+    batch = torch.tensor([0] * 25 + [1] * 25)
+    kind, _ = fuzz("layers.group_points", group_points, points.reshape(-1, 3), None, 8, batch=batch,
+                   max_groups=max_groups)
+    assert kind == "error"  # max_groups=0 used to give G = 1
+
+
 @FUZZ
 @given(
     cloud=clouds(max_n=30),

@@ -320,3 +320,66 @@ def test_recipe_script_refuses_a_pickle_payload_without_a_traceback(corpus, coun
     assert proc.returncode != 0 and proc.stderr.strip()
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert not corpus["marker"].exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "-7"],
+        ["--batch-size", "100"],  # more than the 2 training shapes: zero optimiser steps
+        ["--train-shapes", "0"],
+        ["--loss-args", '{"foo": 1}'],
+        ["--stage1-epochs", "-1"],
+        ["--views", "0"],
+        ["--num-points", "8"],
+        ["--config", "MISSING.yaml"],
+        ["--config", "BAD_YAML"],
+        ["--out", "A_FILE"],
+    ],
+    ids=lambda e: " ".join(e),
+)
+def test_recipe_refuses_bad_options_before_any_work(corpus, count_case, capsys, tmp_path, extra):
+    count_case("recipe")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("stage2_epochs: [1\n", encoding="utf-8")
+    swap = {"MISSING.yaml": str(tmp_path / "missing.yaml"), "BAD_YAML": str(bad_yaml), "A_FILE": str(corpus["cloud"])}
+    extra = [swap.get(x, x) for x in extra]
+    out = tmp_path / "run"
+    argv = ["all", *RECIPE_TINY, "--stage1-epochs", "1", "--stage2-epochs", "1", "--max-minutes", "0.05"]
+    argv += ["--out", str(out)] if "--out" not in extra else []
+    before = _snapshot(corpus["cloud"].parent)
+    rc = _recipe([*argv, *extra])
+    _, err = capsys.readouterr()
+    assert rc not in (0, None) and err.strip() and "Traceback" not in err, err
+    assert _snapshot(corpus["cloud"].parent) == before
+    assert not (out / "stage1" / "last.pt").exists() and not (out / "stage2" / "last.pt").exists()
+
+
+def test_refused_resume_leaves_the_config_untouched(corpus, count_case, capsys, tmp_path):
+    count_case("recipe")
+    out = tmp_path / "run"
+    (out / "stage2").mkdir(parents=True)
+    (out / "stage2" / "last.pt").write_bytes(corpus["garbage_pt"].read_bytes())
+    (out / "config.yaml").write_text("# the accepted configuration of the first run\n", encoding="utf-8")
+    rc = _recipe(["stage2", "--resume", "--out", str(out), *RECIPE_TINY])
+    capsys.readouterr()
+    assert rc not in (0, None)
+    assert (out / "config.yaml").read_text(encoding="utf-8") == "# the accepted configuration of the first run\n"
+
+
+def test_segment_keeps_far_off_coordinates_and_file_modes(corpus, clean, capsys, tmp_path):
+    # a cloud at 1e6 + U(0, 1): the written coordinates stay within 1e-3 of the input (issue 18: %.6g wrote 1e+06)
+    src = tmp_path / "far.ply"
+    pts = np.random.default_rng(3).random((300, 3)) + 1e6
+    header = ("ply\nformat ascii 1.0\nelement vertex 300\nproperty double x\nproperty double y\nproperty double z\n"
+              "end_header\n")
+    src.write_text(header + "\n".join(" ".join(repr(float(v)) for v in row) for row in pts) + "\n", encoding="utf-8")
+    out, legend = tmp_path / "far_out.ply", tmp_path / "legend.json"
+    argv = ["segment", str(src), "--parts", "leg,seat", *TINY, "--output", str(out), "--legend", str(legend)]
+    clean("cli.segment", argv, capsys, expect_ok=True)
+    from pa3d_data.readers import read_points
+
+    written = np.asarray(read_points(out)["points"], dtype=np.float64)
+    assert written.shape == pts.shape and np.abs(written - pts).max() < 1e-3
+    assert legend.stat().st_mode & 0o777 == out.stat().st_mode & 0o777  # the legend was 0600, the PLY 0644
