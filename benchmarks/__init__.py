@@ -3,7 +3,8 @@
 Families (one module each): ``roofline`` (fp32/bf16 GEMM), ``grouping`` (FPS/kNN backends, propagation),
 ``losses`` (vectorised vs per-shape loop), ``encoder`` (pa3d fp32/bf16 vs the official-architecture baseline,
 FLOPs and achieved rate), ``accuracy`` (bf16 vs fp32 on a briefly trained tiny model), ``training`` (Stage 1
-and Stage 2 step throughput and peak memory), ``scaling`` (N from 2k to 100k with adaptive G).
+and Stage 2 step throughput and peak memory, Stage 2 against the official step re-stated), ``segment``
+(end-to-end ``segment()`` latency with a cached text bank), ``scaling`` (N from 2k to 100k with adaptive G).
 
 Each figure is the median of repeated runs with min and max. Results go to ``benchmarks/results/<date>.json``
 and ``<date>.md``; a full run also refreshes ``docs/benchmarks.md``. Speed targets are reported as measured

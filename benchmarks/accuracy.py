@@ -59,7 +59,7 @@ def run(ctx: Context) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         done += 1
     train_s = time.perf_counter() - t0
 

@@ -47,6 +47,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"- device: `{env['device']}`" + (f" ({env['gpu']})" if env.get("gpu") else ""),
         f"- CPU: {env['cpu']} ({env['cpu_count']} cores, {env['threads']} torch threads, "
         f"capability {env['cpu_capability']})",
+        f"- CPU flags: {', '.join(env.get('cpu_flags') or []) or 'unknown'}; native bf16: "
+        f"{'yes' if env.get('native_bf16') else 'no'}; load average at start (1/5/15 min): "
+        f"{env.get('load_avg_start', '?')}" + ("" if env.get("gpu_available") else "; no GPU available to this run"),
         f"- torch {env['torch']}, python {env['python']}, torch-cluster {'yes' if env['torch_cluster'] else 'no'}, "
         f"torch-scatter {'yes' if env['torch_scatter'] else 'no'}, commit {env.get('git_commit')}",
         "",
@@ -63,6 +66,8 @@ def to_markdown(results: dict[str, Any]) -> str:
             out += [f"Not measured: `{fam['error']}`", ""]
         if fam.get("rows"):
             out += _table(fam["rows"]) + [""]
+        if fam.get("profile"):
+            out += ["### Per-block profile", ""] + _table(fam["profile"]) + [""]
         for note in fam.get("notes", []):
             out.append(f"- {note}")
         out += [f"- family time: {fam.get('seconds', '?')} s", ""]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ __all__ = ["FAMILIES", "SCHEMA_VERSION", "run_benchmarks"]
 
 SCHEMA_VERSION = 1
 # Order matters: the roofline comes first so later families can relate to the GEMM rate.
-FAMILIES = ["roofline", "grouping", "losses", "encoder", "accuracy", "training", "scaling"]
+FAMILIES = ["roofline", "grouping", "losses", "encoder", "accuracy", "training", "segment", "scaling"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -81,6 +82,7 @@ def run_benchmarks(
         results["families"][name] = fam
         log(f"[bench] {name} done in {fam['seconds']} s")
     results["total_seconds"] = round(time.perf_counter() - t_all, 2)
+    results["env"]["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
     md = to_markdown(results)
     if out_dir is not None:
         out = Path(out_dir)

@@ -19,11 +19,12 @@ ROW_KEYS = {"name", "median_ms", "min_ms", "max_ms", "repeats"}
 
 
 def test_harness_toy_run_writes_schema(tmp_path):
-    families = ["roofline", "losses", "encoder", "accuracy"]
+    families = ["roofline", "losses", "encoder", "accuracy", "segment"]
     res = run_benchmarks(families, toy=True, out_dir=tmp_path, docs_page=tmp_path / "d.md", log=lambda s: None)
     assert res["schema"] == 1 and res["mode"] == "toy"
-    assert {"device", "torch", "threads", "torch_cluster"} <= set(res["env"])
-    assert list(res["families"]) == ["roofline", "losses", "encoder", "accuracy"]
+    env_keys = {"device", "torch", "threads", "torch_cluster", "cpu_flags", "native_bf16", "load_avg_start"}
+    assert env_keys <= set(res["env"])
+    assert list(res["families"]) == ["roofline", "losses", "encoder", "accuracy", "segment"]
     for name, fam in res["families"].items():
         assert "error" not in fam, (name, fam.get("traceback"))
         assert fam["rows"], name
@@ -38,6 +39,14 @@ def test_harness_toy_run_writes_schema(tmp_path):
     assert {"baseline fp32", "pa3d fp32", "pa3d bf16 autocast"} <= variants
     assert all(isinstance(t["met"], bool) for t in enc["targets"])
     assert all(r["max_abs_diff_vs_baseline"] < 1e-4 for r in enc["rows"] if r["variant"] == "pa3d fp32")
+    for r in enc["rows"]:  # every encoder figure carries the GEMM rate measured beside it and the load
+        if r["name"].startswith("encoder"):
+            assert r["gemm_bf16_gflops" if "bf16" in r["variant"] else "gemm_fp32_gflops"] > 0 and "load" in r
+    assert 0.0 <= next(r for r in enc["rows"] if "bf16" in r["variant"])["label_agreement_vs_fp32"] <= 1.0
+    blocks = {r["variant"] for r in enc["profile"]}
+    assert {"grouping", "tokenizer", "attention", "mlp", "norms", "other", "whole forward"} <= blocks
+    seg = res["families"]["segment"]["rows"]
+    assert [r["variant"] for r in seg] == ["fp32", "bf16 autocast"] and all(r["labelled_points"] == 256 for r in seg)
     acc = res["families"]["accuracy"]["rows"][0]
     assert acc["train_steps"] >= 1 and 0.0 <= acc["argmax_agreement"] <= 1.0 and -1.0 <= acc["mean_cosine"] <= 1.0
     assert {t["target"] for t in res["families"]["accuracy"]["targets"]} >= {
@@ -48,6 +57,7 @@ def test_harness_toy_run_writes_schema(tmp_path):
     assert written["families"].keys() == res["families"].keys()
     md = (tmp_path / "d.md").read_text()
     assert md.startswith("# Benchmarks") and "## Targets" in md and "| encoder B=1 | pa3d fp32 |" in md
+    assert "### Per-block profile" in md and "native bf16:" in md
 
 
 def test_probe_measures_in_a_fresh_process():
@@ -99,6 +109,26 @@ def test_flop_formula_matches_flop_counter(cfg):
 
 def test_paper_flop_count():
     assert encoder_flops(**PAPER) == 9_315_665_920
+
+
+@pytest.mark.parametrize("cfg", [TOY, TINY])
+def test_rearranged_tokenizer_flops_match_flop_counter(cfg):
+    from benchmarks.encoder import block_flops
+    from pa3d_layers import PointNetTokenizer
+
+    tok = PointNetTokenizer(3, cfg["tokenizer_dim"]).eval()
+    G, K = cfg["num_groups"], cfg["group_size"]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        tok(torch.rand(1, G, K, 3))
+    weights = 2 * 512 * 256 * 128  # W_l W_1, formed once per call (not per shape)
+    assert counter.get_total_flops() - weights == block_flops(**cfg, factorised=True)["tokenizer"]
+
+
+def test_official_stage2_step_restatement_runs():
+    from benchmarks.training import measure_official_stage2_step
+
+    r = measure_official_stage2_step(batch=2, num_points=256, steps=1, device="cpu", model="patchalign3d_tiny")
+    assert r["repeats"] == 1 and r["trainable_params"] > 0
 
 
 # ------------------------------------------------------------------------------------------ reference encoder
