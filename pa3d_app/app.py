@@ -47,6 +47,8 @@ _HOW_TO_GET_WEIGHTS = (
 
 def _import_gradio():
     os.environ.update(GRADIO_ENV)
+    # hub ids (checkpoints, text models) resolve from the local cache unless the user asked for the network
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import gradio as gr
     except ImportError as err:

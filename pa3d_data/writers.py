@@ -227,7 +227,7 @@ def write_ply_points(
         >>> import tempfile, pathlib
         >>> p = write_ply_points(pathlib.Path(tempfile.mkdtemp()) / "p.ply", [[1e6 + 0.123456789, 0, 0]])
         >>> p.read_text().splitlines()[-1]
-        '1000000.123456789 0 0'
+        '1000000.123456789 0.0 0.0'
     """
     v = _vertices(points, "points")
     fields = _point_fields(len(v), colors, labels, scores)
