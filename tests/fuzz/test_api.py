@@ -454,3 +454,25 @@ def test_damaged_official_checkpoints(fuzz, tmp_path, kind):
         path = tmp_path
     outcome, _ = fuzz("checkpoints.official", load_official_checkpoint, path)
     assert outcome == "error" and not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "pickle", "wrong_keys"])
+def test_text_encoder_weight_files(fuzz, tmp_path, kind):
+    pytest.importorskip("open_clip")
+    from pa3d_models import OpenCLIPTextEncoder
+
+    marker, path = tmp_path / "PWNED", tmp_path / "text.pt"
+    if kind == "garbage":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "pickle":
+        class Payload:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": Payload()}, path)
+    else:
+        torch.save({"unrelated.weight": torch.zeros(2)}, path)
+    outcome, _ = fuzz("text.open_clip_weights", OpenCLIPTextEncoder, "pa3d-tiny-text", str(path))
+    assert outcome == "error" and not marker.exists()
