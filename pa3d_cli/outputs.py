@@ -187,13 +187,12 @@ def save_views_png(
     """
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+    from pa3d_models.deps import require
     from pa3d_models.files import atomic_write_bytes
+
+    require("matplotlib", "save_views_png", extra="cli").use("Agg")
+    plt = require("matplotlib.pyplot", "save_views_png", extra="cli")
+    from matplotlib.patches import Patch
 
     if up_axis not in ("x", "y", "z"):
         raise ValueError(f"up_axis must be 'x', 'y' or 'z', got {up_axis!r}")
