@@ -148,8 +148,9 @@ BROKEN_CHECKPOINTS = ["evil", "garbage_pt", "empty_pt", "truncated_pt", "list_pt
 @pytest.mark.parametrize("name", BROKEN_INPUTS)
 def test_segment_broken_inputs(corpus, clean, capsys, tmp_path, name):
     out = tmp_path / "out.ply"
-    clean("cli.segment", ["segment", str(corpus[name]), "--parts", "leg,seat", *TINY, "--output", str(out)], capsys)
-    assert not out.exists()
+    err = clean("cli.segment", ["segment", str(corpus[name]), "--parts", "leg,seat", *TINY, "--output", str(out)],
+                capsys)
+    assert corpus[name].name in err and not out.exists()
 
 
 @pytest.mark.parametrize("name", BROKEN_CHECKPOINTS)
@@ -157,8 +158,8 @@ def test_segment_broken_checkpoints(corpus, clean, capsys, tmp_path, name):
     out = tmp_path / "out.ply"
     argv = ["segment", str(corpus["cloud"]), "--parts", "leg,seat", "--checkpoint", str(corpus[name]),
             "--text-model", "fixed:64", "--output", str(out)]
-    clean("cli.segment", argv, capsys)
-    assert not out.exists()
+    err = clean("cli.segment", argv, capsys)
+    assert corpus[name].name in err and not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -208,12 +209,21 @@ def test_segment_unicode_names_and_paths_work(corpus, clean, capsys, tmp_path):
     assert out.stat().st_size > 0
 
 
-@pytest.mark.parametrize("name", ["names_binary", "names_empty", "folder", "empty"])
+OWNED_BANK = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="owned by the app (pa3d_cli/segment.py, build-text-bank): an empty --names file is refused with "
+    "'no part names to encode', which does not name the file",
+)
+
+
+@pytest.mark.parametrize("name", ["names_binary", pytest.param("names_empty", marks=OWNED_BANK), "folder",
+                                  pytest.param("empty", marks=OWNED_BANK)])
 def test_build_text_bank_broken_names(corpus, clean, capsys, tmp_path, name):
     out = tmp_path / "bank.safetensors"
-    clean("cli.build-text-bank", ["build-text-bank", "--names", str(corpus[name]), "--text-model", "fixed:8",
-                                  "--out", str(out)], capsys)
-    assert not out.exists()
+    err = clean("cli.build-text-bank", ["build-text-bank", "--names", str(corpus[name]), "--text-model", "fixed:8",
+                                        "--out", str(out)], capsys)
+    assert corpus[name].name in err and not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -248,8 +258,8 @@ def test_precompute_teacher_broken_weights(corpus, clean, capsys, tmp_path, name
     pytest.importorskip("timm")
     argv = ["precompute-teacher", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "cache"), *SYNTHETIC,
             "--teacher", "dinov2_vits14", "--teacher-size", "28", "--weights", str(corpus[name])]
-    clean("cli.precompute-teacher", argv, capsys)
-    assert not (tmp_path / "cache").exists()
+    err = clean("cli.precompute-teacher", argv, capsys)
+    assert corpus[name].name in err and not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("case", ["out_is_file", "image_size_0", "views_0", "bad_yaml", "teacher"])
@@ -283,8 +293,9 @@ def _recipe(argv: list[str]) -> int:
         return exit_.code
 
 
-RECIPE_TINY = ["--model", "patchalign3d_tiny", "--train-shapes", "2", "--eval-shapes", "1", "--heldout-shapes", "0",
-               "--num-points", "256", "--text-model", "fixed:64", "--device", "cpu", "--teacher", "tiny"]
+RECIPE_TINY = ["--model", "patchalign3d_tiny", "--train-shapes", "2", "--eval-shapes", "1", "--heldout-shapes", "1",
+               "--num-points", "256", "--text-model", "fixed:64", "--device", "cpu", "--teacher", "tiny",
+               "--batch-size", "2", "--views", "2", "--image-size", "32"]
 
 
 @pytest.mark.parametrize("name", ["evil", "garbage_pt", "empty_pt", "truncated_pt", "list_pt"])
@@ -304,6 +315,8 @@ def test_recipe_refuses_broken_checkpoints(corpus, count_case, capsys, tmp_path,
     rc = _recipe([*argv, "--out", str(out), *RECIPE_TINY])
     _, err = capsys.readouterr()
     assert rc not in (0, None) and err.strip() and "Traceback" not in err, err
+    # refused for the checkpoint, not for some other setting
+    assert ("last.pt" if how == "resume" else corpus[name].name) in err, err
     assert not corpus["marker"].exists()
     assert _snapshot(corpus["cloud"].parent) == before
     assert not (out / "stage2" / "model.safetensors").exists()
@@ -319,27 +332,28 @@ def test_recipe_script_refuses_a_pickle_payload_without_a_traceback(corpus, coun
     )
     assert proc.returncode != 0 and proc.stderr.strip()
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert corpus["evil"].name in proc.stderr, proc.stderr
     assert not corpus["marker"].exists()
 
 
 @pytest.mark.parametrize(
-    "extra",
+    "extra, named",
     [
-        ["--batch-size", "0"],
-        ["--batch-size", "-7"],
-        ["--batch-size", "100"],  # more than the 2 training shapes: zero optimiser steps
-        ["--train-shapes", "0"],
-        ["--loss-args", '{"foo": 1}'],
-        ["--stage1-epochs", "-1"],
-        ["--views", "0"],
-        ["--num-points", "8"],
-        ["--config", "MISSING.yaml"],
-        ["--config", "BAD_YAML"],
-        ["--out", "A_FILE"],
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-7"], "--batch-size"),
+        (["--batch-size", "100"], "--batch-size"),  # more than the 2 training shapes: zero optimiser steps
+        (["--train-shapes", "0"], "--train-shapes"),
+        (["--loss-args", '{"foo": 1}'], "foo"),
+        (["--stage1-epochs", "-1"], "--stage1-epochs"),
+        (["--views", "0"], "--views"),
+        (["--num-points", "8"], "--num-points"),
+        (["--config", "MISSING.yaml"], "missing.yaml"),
+        (["--config", "BAD_YAML"], "bad.yaml"),
+        (["--out", "A_FILE"], "--out"),
     ],
-    ids=lambda e: " ".join(e),
+    ids=lambda e: " ".join(e) if isinstance(e, list) else "",
 )
-def test_recipe_refuses_bad_options_before_any_work(corpus, count_case, capsys, tmp_path, extra):
+def test_recipe_refuses_bad_options_before_any_work(corpus, count_case, capsys, tmp_path, extra, named):
     count_case("recipe")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("stage2_epochs: [1\n", encoding="utf-8")
@@ -352,6 +366,7 @@ def test_recipe_refuses_bad_options_before_any_work(corpus, count_case, capsys, 
     rc = _recipe([*argv, *extra])
     _, err = capsys.readouterr()
     assert rc not in (0, None) and err.strip() and "Traceback" not in err, err
+    assert named in err, err  # refused for this option, not another
     assert _snapshot(corpus["cloud"].parent) == before
     assert not (out / "stage1" / "last.pt").exists() and not (out / "stage2" / "last.pt").exists()
 
@@ -363,8 +378,8 @@ def test_refused_resume_leaves_the_config_untouched(corpus, count_case, capsys, 
     (out / "stage2" / "last.pt").write_bytes(corpus["garbage_pt"].read_bytes())
     (out / "config.yaml").write_text("# the accepted configuration of the first run\n", encoding="utf-8")
     rc = _recipe(["stage2", "--resume", "--out", str(out), *RECIPE_TINY])
-    capsys.readouterr()
-    assert rc not in (0, None)
+    _, err = capsys.readouterr()
+    assert rc not in (0, None) and "last.pt" in err, err
     assert (out / "config.yaml").read_text(encoding="utf-8") == "# the accepted configuration of the first run\n"
 
 
