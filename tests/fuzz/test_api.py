@@ -398,7 +398,7 @@ def _corrupt(kind: str, path, tmp):
         save_file(state, str(path))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "nan", "config_string", "config_neg",
+@pytest.mark.parametrize("damage", ["none", "truncated", "garbage", "empty", "nan", "config_string", "config_neg",
                                     "config_missing", "weights_missing"])
 def test_damaged_checkpoint_folders(fuzz, tmp_path, tiny, damage):
     import json
@@ -418,12 +418,16 @@ def test_damaged_checkpoint_folders(fuzz, tmp_path, tiny, damage):
         config.write_text(json.dumps(data))
     elif damage == "config_missing":
         config.unlink()
-    else:
+    elif damage == "weights_missing":
         weights.unlink()
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     for fn in (load_pretrained, load_checkpoint):
         kind, out = fuzz("checkpoints.folder", fn, folder)
-        assert kind == "error", f"{fn.__name__} accepted a damaged checkpoint ({damage})"
+        if damage == "none":  # the control: an intact folder loads, to the same weights
+            assert kind == "ok"
+            torch.testing.assert_close(out.state_dict(), tiny.state_dict())
+        else:
+            assert kind == "error", f"{fn.__name__} accepted a damaged checkpoint ({damage})"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
