@@ -87,6 +87,11 @@ DEFAULTS: dict[str, Any] = {
     "init_scale": 10.0,
     "init_bias": -10.0,
     "augment": False,
+    "train_categories": [],
+    "eval_categories": [],
+    "split_file": None,
+    "eval_num_points": None,
+    "baselines": True,
     "label_noise": 0.0,
     "teacher": "dinov2_vits14",
     "teacher_weights": None,
@@ -173,6 +178,10 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def _name_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
@@ -211,7 +220,18 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
                    help="real data: centre and scale before the model (predictions stay in file coordinates)")
     g.add_argument("--swap-yz", action=argparse.BooleanOptionalAction,
                    help="the official release's Y/Z swap (a reflection) before the model")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, help="official augmentation (p=0.9)")
+    g.add_argument("--augment", nargs="?", const="official", metavar="NAME",
+                   help="training augmentation: real (SO(3) rotation, scale, jitter), real_up, official, so3, none; "
+                        "--augment alone = official")
+    g.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="no augmentation")
+    g.add_argument("--train-categories", type=_name_list, metavar="A,B",
+                   help="train on these categories only (default: all, or all but --eval-categories)")
+    g.add_argument("--eval-categories", type=_name_list, metavar="A,B",
+                   help="evaluate zero-shot on these categories, left out of training")
+    g.add_argument("--split-file", help='JSON {"train": [...], "eval": [...]} (pa3d_data.load_category_split)')
+    g.add_argument("--eval-num-points", type=int, help="points per evaluated shape (default: --num-points)")
+    g.add_argument("--baselines", action=argparse.BooleanOptionalAction,
+                   help="print the patch ceiling and the one-label predictor beside every evaluation")
     g.add_argument("--label-noise", type=float, help="fraction of training points given another name of the shape")
     g.add_argument("--num-workers", type=int, help="DataLoader workers")
     g = p.add_argument_group("model")
@@ -246,7 +266,8 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
                    help='keyword arguments of the loss as JSON, e.g. \'{"pos_weight": 2}\'')
     g.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                    help="import a module (or a .py file) first, e.g. one that registers losses (repeatable)")
-    g.add_argument("--freeze-policy", choices=["paper", "official", "none"], help="what Stage 2 trains")
+    g.add_argument("--freeze-policy", choices=["auto", "paper", "official", "none"],
+                   help="what Stage 2 trains (auto: the paper's freezing after a pretrained teacher, else everything)")
     g.add_argument("--freeze-bn-stats", action=argparse.BooleanOptionalAction, help="keep frozen BN stats frozen")
     g.add_argument("--max-minutes", type=float,
                    help="bound the whole command (training and evaluation); schedules span the budget")
@@ -433,6 +454,21 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"--model {cfg['model']!r} is unknown; valid: {list_models()}")
     if not 0.0 <= float(cfg["label_noise"]) < 1.0:
         raise ConfigError(f"--label-noise must be in [0, 1), got {cfg['label_noise']}")
+    from pa3d_data import AUGMENTATIONS
+
+    if cfg["augment"] is True or cfg["augment"] is False:  # the historical boolean
+        cfg["augment"] = "official" if cfg["augment"] else "none"
+    if cfg["augment"] not in AUGMENTATIONS:
+        raise ConfigError(f"--augment {cfg['augment']!r} is not valid; expected one of {sorted(AUGMENTATIONS)}")
+    for key in ("train_categories", "eval_categories"):
+        if isinstance(cfg[key], str):
+            cfg[key] = _name_list(cfg[key])
+        if not isinstance(cfg[key], list) or len(set(cfg[key])) != len(cfg[key]):
+            raise ConfigError(f"{_flag(key)} must be a list of distinct names, got {cfg[key]!r}")
+    if cfg["split_file"] and (cfg["train_categories"] or cfg["eval_categories"]):
+        raise ConfigError("--split-file and --train-categories/--eval-categories exclude each other")
+    if cfg["eval_num_points"] is not None and cfg["eval_num_points"] < 1:
+        raise ConfigError(f"--eval-num-points must be >= 1, got {cfg['eval_num_points']}")
     positive = ["batch_size", "num_points", "views", "image_size", "teacher_size"]
     if cfg["dataset"] == "synthetic":
         positive += ["train_shapes", "eval_shapes", "heldout_shapes"]

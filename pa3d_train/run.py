@@ -19,6 +19,7 @@ from pa3d_models import resolve_text_encoder
 from pa3d_models.files import atomic_write_bytes
 from pa3d_models.text import TextBank
 
+from .baselines import baseline_markdown
 from .config import RESUME_KEYS, ConfigError, resolve_config
 from .engine import (
     DistributedContext,
@@ -45,6 +46,7 @@ from .stages import (
     evaluate_all,
     load_for_eval,
     new_model,
+    resolve_freeze_policy,
     stage1_teacher_dim,
     steps_per_epoch,
     teacher_targets,
@@ -253,6 +255,15 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         "config": cfg,
     }
     sections: dict[str, str] = {}
+    for name, summary in primary.items():  # reference points: where the model's mIoU sits
+        if "baselines" in summary:
+            grouper = models[primary_run].encoder.grouper
+            sections[f"Reference points: {name}"] = baseline_markdown(
+                summary["baselines"], num_points=summary["baselines"]["num_points"], num_groups=grouper.num_groups,
+                group_size=grouper.group_size) + (
+                f"\n\nModel ({primary_run}): instance mIoU {100 * summary['instance_miou']:.1f}, category mIoU "
+                f"{100 * summary['category_miou']:.1f}. The patch ceiling gives each patch its true majority label; "
+                "the one-label predictor puts each shape's most frequent true label everywhere.")
     if report.get("init") is not None:  # fine-tuning: mIoU before and after, on the same evaluation sets
         metrics["fine_tuning"] = finetune_summary(results, report["init"])
         sections["Fine-tuning: before and after"] = finetune_markdown(metrics["fine_tuning"])
@@ -268,8 +279,9 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
                      f"{cfg['freeze_policy']!r}; {BEFORE}: the same weights before it (Stage 1 not run)")
     if cfg["command"] == "all":
         notes += [
-            f"stage1+stage2: Stage 2 trains what freeze policy {cfg['freeze_policy']!r} leaves trainable "
-            "(paper: the last block, the final norm, the text head, logit scale and bias) on the Stage-1 encoder",
+            "stage1+stage2: Stage 2 trains what freeze policy {!r} leaves trainable ({}; paper: the last block, "
+            "the final norm, the text head, logit scale and bias; none: everything) on the Stage-1 encoder".format(
+                *resolve_freeze_policy(cfg)),
             "stage2 only: the same Stage-2 loss and epochs on a randomly initialised model, every parameter trained"
             if cfg["stage2_only"] else "stage2 only: not run (--no-stage2-only)",
         ][1 if report.get("init") is not None else 0:]

@@ -18,6 +18,7 @@ from pa3d_data import category_names, collate_dense, corrupt_labels, split_by_ca
 from pa3d_models import MODELS, PatchAlign3D, build_teacher, create_model, freeze_for_stage2
 from pa3d_models.text import TextBank
 
+from .baselines import reference_baselines
 from .config import RESUME_KEYS, resolve_loss
 from .engine import DistributedContext, FitResult, fit, read_training_state
 from .evaluate import evaluate_segmentation
@@ -37,6 +38,8 @@ __all__ = [
     "load_for_eval",
     "eval_candidates",
     "evaluate_all",
+    "apply_category_split",
+    "resolve_freeze_policy",
     "steps_per_epoch",
 ]
 
@@ -44,13 +47,14 @@ __all__ = [
 # -------------------------------------------------------------------------------------------------- data
 def model_transform(cfg: dict[str, Any], *, train: bool):
     """What real data goes through before the model: normalisation, the optional Y/Z swap, augmentation."""
-    from pa3d_data import Compose, NormalizeBox, NormalizeUnitSphere, SwapYZ, official_augmentation
+    from pa3d_data import Compose, NormalizeBox, NormalizeUnitSphere, SwapYZ, build_augmentation
 
     steps = {"unit_sphere": [NormalizeUnitSphere()], "box": [NormalizeBox()], "none": []}[cfg["normalize"]]
     if cfg["swap_yz"]:
         steps.append(SwapYZ())
-    if train and cfg["augment"]:
-        steps.append(official_augmentation())
+    augment = build_augmentation(cfg["augment"]) if train else None
+    if augment is not None:
+        steps.append(augment)
     return Compose(steps) if steps else None
 
 
@@ -64,10 +68,11 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
 
     n, opts = cfg["num_points"], dict(cfg["dataset_option"])
     kw = {"seed": cfg["seed"], "num_points": n, **opts}
+    eval_kw = {**kw, "num_points": cfg.get("eval_num_points") or n}
     real_eval = cfg["eval_root"] or (cfg["eval_dataset"] not in (None, "synthetic"))
     if cfg["command"] == "eval" and real_eval:
         fmt = cfg["eval_dataset"] or cfg["dataset"]
-        return {"eval": build_dataset(fmt, cfg["eval_root"], **kw)}
+        return {"eval": build_dataset(fmt, cfg["eval_root"], **eval_kw)}
     if cfg["dataset"] == "synthetic" and not real_eval:  # already centred in the unit sphere
         augment = model_transform({**cfg, "normalize": "none", "swap_yz": False}, train=True)
         return {
@@ -84,15 +89,45 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
         train = build_dataset(cfg["dataset"], cfg["train_root"], transform=model_transform(cfg, train=True), **kw)
         if cfg["train_split"]:
             # the evaluated half is read without the model's transform: predictions stay in file coordinates
-            raw = build_dataset(cfg["dataset"], cfg["train_root"], **kw)
+            raw = build_dataset(cfg["dataset"], cfg["train_root"], **eval_kw)
             (first, second), (raw_first, raw_second) = split_by_category(train), split_by_category(raw)
             train, held = (first, raw_second) if cfg["train_split"] == "first_half" else (second, raw_first)
             sets["eval"] = held
         sets["train"] = train
     if cfg["eval_root"] or "eval" not in sets:
         fmt = cfg["eval_dataset"] or cfg["dataset"]
-        sets["eval"] = build_dataset(fmt, cfg["eval_root"] or cfg["train_root"], **kw)
-    return sets
+        sets["eval"] = build_dataset(fmt, cfg["eval_root"] or cfg["train_root"], **eval_kw)
+    return apply_category_split(sets, cfg)
+
+
+def apply_category_split(sets: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """``--train-categories`` / ``--eval-categories`` / ``--split-file``: keep the training categories in
+    ``"train"`` and the evaluation categories in ``"eval"`` (checked first: a category the data lacks, or an
+    evaluated category without usable part names, stops the run before training)."""
+    from pa3d_data import CategorySplit, check_category_split, load_category_split, select_categories
+    from pa3d_data.utils import _categories_by_index
+
+    if cfg["split_file"]:
+        split = load_category_split(cfg["split_file"])
+    elif cfg["train_categories"] or cfg["eval_categories"]:
+        split = CategorySplit(tuple(cfg["train_categories"]), tuple(cfg["eval_categories"]))
+    else:
+        return sets
+    cats = {name: list(dict.fromkeys(_categories_by_index(sets[name]))) for name in ("train", "eval") if name in sets}
+    if not split.eval and "eval" in cats:  # only training categories named: evaluate on every other one
+        split = CategorySplit(split.train, tuple(c for c in cats["eval"] if c not in split.train))
+    if not split.train and "train" in cats:  # only evaluation categories named: train on every other one
+        split = CategorySplit(tuple(c for c in cats["train"] if c not in split.eval), split.eval)
+    names = {c: v[0] for c, v in category_names(sets["eval"]).items()} if "eval" in sets else None
+    split = check_category_split(split, list(dict.fromkeys(cats.get("train", []) + cats.get("eval", []))), names)
+    out = dict(sets)
+    for name, wanted, flag in (("train", split.train, "--train-categories"), ("eval", split.eval, "--eval-categories")):
+        if name in sets:
+            missing = [c for c in wanted if c not in cats[name]]
+            if missing:
+                raise ValueError(f"{flag} {missing} have no shape in the {name} data (it has {cats[name]})")
+            out[name] = select_categories(sets[name], list(wanted))
+    return out
 
 
 class TrainingView(torch.utils.data.Dataset):
@@ -257,6 +292,22 @@ def train_stage1(model: PatchAlign3D, train, cache, cfg: dict[str, Any], *, ctx:
                       teacher=True, text=False, log=log)
 
 
+def resolve_freeze_policy(cfg: dict[str, Any]) -> tuple[str, str]:
+    """``(policy, reason)``: ``--freeze-policy`` as given, or for ``auto`` the paper's freezing when Stage 1
+    distilled a pretrained teacher (``--teacher-weights``, or DINOv2 weights in the default place) and the
+    whole encoder otherwise (a weight-free or random teacher gives Stage 1 too little to freeze on)."""
+    from pa3d_models import default_weights_path
+    from pa3d_models.teachers import TEACHERS
+
+    if cfg["freeze_policy"] != "auto":
+        return cfg["freeze_policy"], "set by --freeze-policy"
+    arch = TEACHERS.get(cfg["teacher"], cfg["teacher"])
+    if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):
+        return "paper", f"auto: Stage 1 distilled the pretrained teacher {cfg['teacher']!r}"
+    return "none", (f"auto: Stage 1's teacher {cfg['teacher']!r} has no pretrained weights here, so the whole "
+                    "encoder trains")
+
+
 def train_stage2(stage: str, model: PatchAlign3D, train, bank: TextBank, cache, cfg: dict[str, Any], *,
                  ctx: DistributedContext, out: Path, policy: str | None = None, budget_s: float | None = None,
                  progress: RunProgress | None = None, log=print) -> FitResult:
@@ -266,7 +317,9 @@ def train_stage2(stage: str, model: PatchAlign3D, train, bank: TextBank, cache, 
     loss is ``joint`` (which also distils), so DDP sees only parameters that receive gradients. The trained
     model is saved with ``save_pretrained`` in ``OUT/<stage>/model``.
     """
-    policy = policy or cfg["freeze_policy"]
+    if policy is None:
+        policy, why = resolve_freeze_policy(cfg)
+        log(f"  {stage}: freeze policy {policy!r} ({why})")
     if policy != "none":
         freeze_for_stage2(model, policy=policy, freeze_bn_stats=cfg["freeze_bn_stats"])
     joint = cfg["loss"] == "joint"
@@ -320,17 +373,31 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
     eval_sets = {k: v for k, v in datasets.items() if k != "train"}
     first_run, first_set = next(iter(models)), next(iter(eval_sets))
     results: dict[str, dict[str, Any]] = {}
+    references: dict[str, dict[str, Any]] = {}
     for run, model in models.items():
         results[run] = {}
         for name, ds in eval_sets.items():
             primary = run == first_run
+            transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
+            if cfg.get("baselines", True) and name not in references:
+                references[name] = reference_baselines(
+                    ds, num_groups=model.encoder.grouper.num_groups, group_size=model.encoder.grouper.group_size,
+                    transform=transform, assign=cfg["assign"], convention=cfg["iou_convention"])
+                ref = references[name]
+                say(f"  [reference] {name}: patch ceiling {100 * ref['patch_ceiling']['instance_miou']:.1f}, "
+                    f"one label {100 * ref['one_label']['instance_miou']:.1f} (instance mIoU; "
+                    f"N={ds[0].num_points}, G={model.encoder.grouper.num_groups}, "
+                    f"K={model.encoder.grouper.group_size})")
             results[run][name] = summary = evaluate_segmentation(
                 model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
-                transform=None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg,
-                                                                                                      train=False),
+                transform=transform,
                 convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
                 predictions_dir=out / "predictions" if primary and name == first_set else None,
             )
+            if name in references:
+                summary["baselines"] = {k: {m: v[m] for m in ("instance_miou", "category_miou", "per_category")}
+                                        for k, v in references[name].items()}
+                summary["baselines"]["num_points"] = int(ds[0].num_points)
             say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
                 f"category mIoU {100 * summary['category_miou']:.1f}")
     return results
