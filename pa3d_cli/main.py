@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pa3d_cli.segment",
         "zero-shot part segmentation of meshes or point clouds, labels carried back to every vertex/point",
     ),
-    "build-text-bank": ("pa3d_cli.segment:build_text_bank_command", "encode part names once into a text bank"),
+    "build-text-bank": ("pa3d_cli.text_bank", "encode part names once into a text bank"),
     # the web app lives in the package above this one (pa3d_app); named by string, imported only when it runs
     "app": ("pa3d_app.cli", "local web app: upload a shape, name its parts, see them in 3D (needs pa3d[app])"),
 }

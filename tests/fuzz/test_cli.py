@@ -209,16 +209,7 @@ def test_segment_unicode_names_and_paths_work(corpus, clean, capsys, tmp_path):
     assert out.stat().st_size > 0
 
 
-OWNED_BANK = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="owned by the app (pa3d_cli/segment.py, build-text-bank): an empty --names file is refused with "
-    "'no part names to encode', which does not name the file",
-)
-
-
-@pytest.mark.parametrize("name", ["names_binary", pytest.param("names_empty", marks=OWNED_BANK), "folder",
-                                  pytest.param("empty", marks=OWNED_BANK)])
+@pytest.mark.parametrize("name", ["names_binary", "names_empty", "folder", "empty"])
 def test_build_text_bank_broken_names(corpus, clean, capsys, tmp_path, name):
     out = tmp_path / "bank.safetensors"
     err = clean("cli.build-text-bank", ["build-text-bank", "--names", str(corpus[name]), "--text-model", "fixed:8",
