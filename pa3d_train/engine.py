@@ -421,6 +421,17 @@ def _set_epoch(dataset: Any, epoch: int) -> None:
         dataset.epoch = epoch
 
 
+def _progress_bar(total: int, desc: str, *, enabled: bool):
+    """A tqdm bar on stderr (steps, steps/s, loss, lr, ETA of the run), or None without tqdm or when disabled."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is in the train extra; the epoch lines still report progress
+        return None
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+
 def _bn_to_eval(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -615,6 +626,7 @@ def fit(
         totals: dict[str, float] = {}
         done_in_epoch, partial = 0, False
         epoch_t0 = time.monotonic()
+        bar = _progress_bar(len(loader), f"{name} epoch {epoch + 1}/{total}", enabled=ctx.is_main and log is not None)
         for batch in loader:
             elapsed = elapsed_now(t0)
             if time_budget_s is not None and elapsed >= time_budget_s:
@@ -640,6 +652,15 @@ def fit(
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
+            if bar is not None:
+                bar.update(1)
+                if progress is not None:
+                    progress.update(name, step, steps_per_s=done_in_epoch / max(time.monotonic() - epoch_t0, 1e-9))
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{factor * opt.param_groups[0]['base_lr']:.2e}",
+                                run_eta=format_duration(progress.eta_s()) if progress is not None else "?",
+                                refresh=False)
+        if bar is not None:
+            bar.close()
         seconds = time.monotonic() - epoch_t0
         record: dict[str, Any] = {"stage": name, "epoch": epoch + 1,
                                   **{k: v / max(1, done_in_epoch) for k, v in totals.items()},

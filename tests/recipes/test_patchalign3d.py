@@ -103,8 +103,80 @@ def test_eval_subcommand_reproduces_the_pipeline_numbers(tiny_run, tmp_path):
     assert "checkpoint" in res.stdout
 
 
+# ------------------------------------------------------------------------------------ refusals and resume
+def test_refused_resume_leaves_config_yaml_untouched(tmp_path):
+    out = tmp_path / "o"
+    run(["stage1", *TINY, "--out", str(out)])
+    before = (out / "config.yaml").read_bytes()
+    for flag in (["--train-shapes", "21"], ["--amp", "bf16"]):
+        res = run(["stage1", *TINY, "--out", str(out), "--resume", *flag], check=False)
+        key = flag[0][2:].replace("-", "_")
+        assert res.returncode == 2 and f"resume from {out / 'stage1' / 'last.pt'} refused" in res.stderr
+        assert f"{key}: checkpoint" in res.stderr and "Traceback" not in res.stderr
+        assert (out / "config.yaml").read_bytes() == before
+
+
+def test_damaged_files_are_one_line_errors(tmp_path):
+    out = tmp_path / "o"
+    run(["stage1", *TINY, "--out", str(out)])
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes((out / "stage1" / "last.pt").read_bytes()[:1000])
+    res = run(["stage2", *TINY, "--stage1-checkpoint", str(truncated), "--out", str(tmp_path / "s2")], check=False)
+    assert res.returncode == 2 and f"checkpoint {truncated} is unreadable" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "s2" / "stage2").exists()
+
+    garbage = tmp_path / "random.pt"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    res = run(["eval", *TINY, "--checkpoint", str(garbage), "--out", str(tmp_path / "e")], check=False)
+    assert res.returncode == 2 and str(garbage) in res.stderr and "Traceback" not in res.stderr
+
+    (out / "teacher_cache" / "cache.json").write_text("{ not json")
+    res = run(["stage1", *TINY, "--out", str(out)], check=False)
+    assert res.returncode == 2 and "cache.json is unreadable" in res.stderr and "Traceback" not in res.stderr
+
+
+def _shapenetpart_fixture(root: Path) -> None:
+    """Two chairs and two tables in the ShapeNetPart layout (global part ids), as in tutorial 4."""
+    from pa3d_data import SYNTHETIC_PART_NAMES, synthetic_shape
+
+    rng = np.random.default_rng(0)
+    cats = {"Chair": ("03001627", "chair", {"backrest": 12, "seat": 13, "leg": 14, "armrest": 15}),
+            "Table": ("04379243", "table", {"tabletop": 47, "leg": 48})}
+    (root / "train_test_split").mkdir(parents=True)
+    (root / "synsetoffset2category.txt").write_text("".join(f"{c}\t{s}\n" for c, (s, _, _) in cats.items()))
+    entries = []
+    for synset, synthetic, ids in cats.values():
+        (root / synset).mkdir()
+        for k in range(2):
+            points, labels = synthetic_shape(synthetic, rng, num_points=300)
+            gid = np.array([ids[n] for n in SYNTHETIC_PART_NAMES[synthetic]])[labels]
+            np.savetxt(root / synset / f"s{k}.txt", np.concatenate([points, np.zeros_like(points), gid[:, None]], 1))
+            entries.append(f"shape_data/{synset}/s{k}")
+    for split in ("train", "val", "test"):
+        (root / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(
+            json.dumps(entries if split == "test" else []))
+
+
+def test_eval_evaluates_exactly_the_named_set(tiny_run, tmp_path):
+    trained, _ = tiny_run
+    root = tmp_path / "snp"
+    _shapenetpart_fixture(root)
+    common = ["eval", *TINY, "--checkpoint", str(trained / "stage2" / "model"), "--eval-dataset", "shapenetpart",
+              "--eval-root", str(root)]
+    run([*common, "--out", str(tmp_path / "all")])
+    metrics = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert list(metrics["evaluations"]["checkpoint"]) == ["eval"]
+    assert sorted(metrics["per_category"]) == ["Chair", "Table"]
+    assert len(list((tmp_path / "all" / "predictions").glob("*/*.npz"))) == 4
+    run([*common, "--dataset-option", "class_choice=Chair", "--out", str(tmp_path / "chairs")])
+    assert sorted(json.loads((tmp_path / "chairs" / "metrics.json").read_text())["per_category"]) == ["Chair"]
+    res = run([*common, "--dataset-option", "colour=red", "--out", str(tmp_path / "bad")], check=False)
+    assert res.returncode == 2 and "dataset 'shapenetpart' takes no 'colour'; valid keys: [" in res.stderr
+    assert "'class_choice'" in res.stderr
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def test_killed_mid_epoch_then_resumed_ends_with_the_same_weights(tmp_path):
@@ -123,30 +195,89 @@ def test_killed_mid_epoch_then_resumed_ends_with_the_same_weights(tmp_path):
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "".join(log)[-2000:]
-    assert torch.load(killed / "stage1" / "last.pt", weights_only=False)["epoch"] in (1, 2)
+    assert torch.load(killed / "stage1" / "last.pt", weights_only=True)["epoch"] in (1, 2)
     run([*args, "--out", str(killed), "--resume"])
     a, b = _weights(tmp_path / "straight" / "stage1" / "last.pt"), _weights(killed / "stage1" / "last.pt")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    rows = [json.loads(line) for line in (killed / "stage1" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3], "an epoch was logged twice (or lost) across the resume"
 
 
-def test_torchrun_two_processes_match_one_process(tmp_path):
+def test_resumed_run_reports_the_stages_finished_before_it(tiny_run, tmp_path):
+    import shutil
+
+    done, _ = tiny_run
+    again = tmp_path / "again"
+    shutil.copytree(done, again)
+    res = run([*TINY, "--out", str(again), "--resume"])
+    assert "[stage1] resumed from" in res.stdout and "[stage1] epoch" not in res.stdout  # nothing left to train
+    report = (again / "report.md").read_text()
+    for stage in ("stage1", "stage2", "stage2_only"):
+        assert f"| {stage} | 1 |" in report, report
+    first = json.loads((done / "metrics.json").read_text())
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["training"] == first["training"]
+    assert second["instance_miou"] == pytest.approx(first["instance_miou"])
+
+
+# Distributed runs: 2 processes (gloo) against 1, on every path a user can reach: Stage 1, Stage 2 with each
+# freeze policy, and `all` (Stage 1, Stage 2 with the paper's freezing, the Stage-2-only run without freezing).
+# Plain SGD makes the weights after a step the initial weights minus lr x the mean gradient, so the two must
+# agree to float rounding. BatchNorm in train mode normalises each process's half batch with its own statistics
+# (SyncBatchNorm is GPU-only), so these runs keep BN statistics frozen (--bn-eval); everything else trains.
+DDP = [*TINY, "--optimizer", "sgd", "--lr-head", "0.5", "--lr-logit", "0.5", "--lr-encoder", "0.5",
+       "--stage1-lr-encoder", "0.5", "--batch-size", "14", "--weight-decay", "0", "--bn-eval", "--figures", "0",
+       "--eval-shapes", "2", "--heldout-shapes", "2"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
     torchrun = BIN / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun not installed next to this interpreter")
-    run(["stage1", *TINY, "--out", str(tmp_path / "s1")])
-    stage2 = ["stage2", *TINY, "--stage1-checkpoint", str(tmp_path / "s1" / "stage1" / "last.pt"),
-              "--optimizer", "sgd", "--lr-head", "0.5", "--lr-logit", "0.5", "--lr-encoder", "0.5",
-              "--batch-size", "14", "--weight-decay", "0"]
-    run([*stage2, "--out", str(tmp_path / "one")])
-    run([*stage2, "--out", str(tmp_path / "two")],
-        launcher=(str(torchrun), "--standalone", "--nproc-per-node", "2"))
-    a = load_file(tmp_path / "one" / "stage2" / "model" / "model.safetensors")
-    b = load_file(tmp_path / "two" / "stage2" / "model" / "model.safetensors")
-    # with plain SGD the weights after the run are the initial weights minus lr x the summed gradients
+    base = tmp_path_factory.mktemp("ddp")
+    two = (str(torchrun), "--standalone", "--nproc-per-node", "2")
+    cache = ["--teacher-cache", str(base / "cache")]  # the same Stage-1 targets for both launches
+    logs = {}
+    for name, launcher in (("one", (sys.executable,)), ("two", two)):
+        logs[name] = run(["all", *DDP, *cache, "--out", str(base / name / "all")], launcher=launcher).stdout
+        init = str(base / "one" / "all" / "stage1" / "last.pt")
+        for policy in ("official", "none"):
+            run(["stage2", *DDP, "--freeze-policy", policy, "--stage1-checkpoint", init,
+                 "--out", str(base / name / policy)], launcher=launcher)
+    return base, logs
+
+
+def _model_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model" / "model.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "trained", "frozen"),
+    [
+        ("all/stage1", "encoder.", "text_head."),          # Stage 1: the text head and logit take no part
+        ("all/stage2", "text_head.", "encoder.encoder."),  # paper: the tokenizer stays frozen
+        ("all/stage2_only", "encoder.encoder.", "teacher_head."),  # no freezing; the teacher head is unused
+        ("official/stage2", "encoder.reduce_dim.", "encoder.encoder."),
+        ("none/stage2", "encoder.encoder.", "teacher_head."),
+    ],
+)
+def test_torchrun_two_processes_match_one_process(ddp_runs, path, trained, frozen):
+    base, logs = ddp_runs
+    assert "(2 process(es), cpu; grouping: " in logs["two"].splitlines()[0]
+    assert "(1 process(es), cpu; grouping: " in logs["one"].splitlines()[0]
+    if path.endswith("stage1"):
+        a, b = _weights(base / "one" / path / "last.pt"), _weights(base / "two" / path / "last.pt")
+    else:
+        a, b = _model_weights(base / "one" / path), _model_weights(base / "two" / path)
+    assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=0), key
-    initial = _weights(tmp_path / "s1" / "stage1" / "last.pt")
-    changed = [k for k in a if k in initial and not torch.allclose(a[k], initial[k])]
-    assert any(k.startswith("text_head") for k in changed), "Stage 2 did not train"
+    start = _weights(base / "one" / "all" / "stage1" / "last.pt") if not path.endswith(("stage1", "stage2_only")) \
+        else None
+    if start is not None:  # Stage 2 from the Stage-1 weights: what trains moved, what is frozen did not
+        assert any(not torch.equal(a[k], start[k]) for k in a if k.startswith(trained)), f"{trained} did not train"
+        assert all(torch.equal(a[k], start[k]) for k in a if k.startswith(frozen)), f"{frozen} moved"
