@@ -124,7 +124,8 @@ RESUME_KEYS = (
     "stage1_loss", "freeze_policy", "freeze_bn_stats", "bn_eval", "scale_mode", "init_scale", "init_bias",
     "label_noise", "augment", "text_model", "weight_decay", "lr_encoder", "lr_head", "lr_logit",
     "stage1_lr_encoder", "lr_schedule", "warmup", "min_lr_factor", "grad_clip", "teacher", "teacher_weights",
-    "views", "image_size", "teacher_size", "init_checkpoint", "reinit_text_head",
+    "views", "image_size", "teacher_size", "init_checkpoint", "reinit_text_head", "train_categories",
+    "eval_categories", "split_file",
 )
 
 
