@@ -78,7 +78,9 @@ def _numpy_safe_globals() -> list:
     return found
 
 
-def load_torch_file(path: str | os.PathLike, *, trusted: bool = False, map_location: str | torch.device = "cpu"):
+def load_torch_file(
+    path: str | os.PathLike, *, trusted: bool = False, map_location: str | torch.device = "cpu"
+) -> Any:
     """Read a ``torch.save`` file without running code from it.
 
     The file is read with ``torch.load(weights_only=True)``: tensors, plain containers, numbers, strings and

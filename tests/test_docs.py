@@ -79,7 +79,7 @@ def test_extract_blocks_finds_skips_and_bash():
 def test_tutorials_exist_and_are_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     names = [p.name for p in PAGES if p.parent.name == "tutorials"]
-    assert len(names) == 5, names
+    assert len(names) == 6, names
     for name in names:
         assert f"tutorials/{name}" in nav, f"{name} is missing from mkdocs.yml nav"
 
