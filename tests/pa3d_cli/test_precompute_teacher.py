@@ -225,3 +225,18 @@ def test_the_pickle_payload_is_live(tmp_path):
     _pickle_payload(weights, marker)
     torch.load(weights, weights_only=False)
     assert marker.exists()
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    from pa3d_data.targets import precompute as precompute_module
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero somewhere deep")
+
+    monkeypatch.setattr(precompute_module, "precompute_targets", broken)
+    assert main(synthetic(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError: division by zero somewhere deep" in err and "rerun with --debug" in err
+    assert "Traceback" not in err
+    with pytest.raises(ZeroDivisionError):
+        main(synthetic(tmp_path, "--debug"))
