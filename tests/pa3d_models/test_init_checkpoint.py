@@ -448,3 +448,18 @@ def test_argument_checks():
         init_from_checkpoint(tiny(), "")
     with pytest.raises(ValueError, match=r"hf:// checkpoint must be hf://ORG/REPO\[/FILE\], got 'hf://org'"):
         init_from_checkpoint(tiny(), "hf://org")
+
+
+@pytest.mark.parametrize("kind", ["pretrained", "official"])
+def test_loaders_refuse_non_finite_weights(kind, tmp_path):
+    """Issue 18: a checkpoint with NaN weights used to segment every point as label 0 and exit 0."""
+    source = tiny(seed=1)
+    with torch.no_grad():
+        source.encoder.norm.weight[3] = float("nan")
+    spec, _ = write_kind(kind, source, tmp_path)
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/inf\) weights in (encoder\.)?norm.weight \(1 of 64\)"):
+        load_checkpoint(spec, num_groups=32, group_size=16)
+    ckpt = official_from(tiny(seed=1))
+    ckpt["temp"]["log_scale"] = torch.tensor(float("inf"))
+    with pytest.raises(ValueError, match=r"non-finite \(NaN/inf\) weights in temp.log_scale"):
+        load_official_checkpoint(ckpt)
