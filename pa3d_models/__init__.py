@@ -40,11 +40,14 @@ from .model import (  # noqa: E402
 from .teachers import (  # noqa: E402
     TEACHERS,
     DINOv2Teacher,
+    GeometryTeacher,
     MissingWeightsError,
     Teacher,
     TinyTeacher,
     build_teacher,
     default_weights_path,
+    geometry_features,
+    resolve_teacher_name,
 )
 from .text import (  # noqa: E402
     DEFAULT_TEMPLATES,
@@ -104,6 +107,9 @@ __all__ = [
     "Teacher",
     "DINOv2Teacher",
     "TinyTeacher",
+    "GeometryTeacher",
+    "geometry_features",
+    "resolve_teacher_name",
     "build_teacher",
     "TEACHERS",
     "default_weights_path",

@@ -8,6 +8,7 @@ patchifier for tests and offline demos.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -24,6 +25,9 @@ __all__ = [
     "Teacher",
     "DINOv2Teacher",
     "TinyTeacher",
+    "GeometryTeacher",
+    "geometry_features",
+    "resolve_teacher_name",
     "build_teacher",
     "TEACHERS",
     "default_weights_path",
@@ -261,6 +265,140 @@ class TinyTeacher(nn.Module):
         return self.proj(F.gelu(self.patchify(x)))
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(V, C, H, W)`` with zero padding (outside the image is background)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+
+def _derivatives(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Central differences ``(dx, dy, dxx, dyy, dxy)`` of ``(V, C, H, W)`` (replicate padding)."""
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    c = p[..., 1:-1, 1:-1]
+    dx = (p[..., 1:-1, 2:] - p[..., 1:-1, :-2]) / 2
+    dy = (p[..., 2:, 1:-1] - p[..., :-2, 1:-1]) / 2
+    dxx = p[..., 1:-1, 2:] - 2 * c + p[..., 1:-1, :-2]
+    dyy = p[..., 2:, 1:-1] - 2 * c + p[..., :-2, 1:-1]
+    dxy = (p[..., 2:, 2:] - p[..., 2:, :-2] - p[..., :-2, 2:] + p[..., :-2, :-2]) / 4
+    return dx, dy, dxx, dyy, dxy
+
+
+def geometry_features(
+    images: torch.Tensor, scales: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16), *, background: float = 0.99
+) -> torch.Tensor:
+    """Weight-free multi-scale descriptors of rendered shapes: 6 channels per scale, standardised per view.
+
+    The render's silhouette (pixels darker than ``background``) and its shading (the facing ratio of the
+    surface, or the depth cue of a splat render) are blurred at each scale ``sigma = scale * H``; per scale the
+    channels are: the filled fraction around the pixel (thickness), the two scale-normalised eigenvalues of
+    its Hessian (ridges of limbs and tips vs. flat interiors), its gradient magnitude (nearness to the
+    outline), the mean shading over the surface and the shading's gradient magnitude (creases, curvature).
+    Each channel is then centred and scaled over the view's surface pixels, so that features differ between
+    the parts of a shape (a constant descriptor would make Stage-1 targets nearly collinear).
+
+    Args:
+        images: ``(V, 3, H, W)`` renders in ``[0, 1]`` on a white background.
+        scales: blur widths as fractions of the image height.
+        background: pixels whose channel mean is at least this are background.
+
+    Returns:
+        ``(V, 6 * len(scales), H, W)`` float; zero on the background.
+
+    Examples:
+        >>> img = torch.ones(1, 3, 32, 32); img[..., 8:24, 12:20] = 0.5
+        >>> f = geometry_features(img, (0.05, 0.1))
+        >>> f.shape, bool(f[:, :, 0, 0].abs().max() == 0)
+        (torch.Size([1, 12, 32, 32]), True)
+    """
+    x = _check_images(images).float()
+    mask = (x.mean(1, keepdim=True) < background).float()
+    shade = x.mean(1, keepdim=True) * mask
+    height = x.shape[-2]
+    chans = []
+    for scale in scales:
+        sigma = max(0.5, float(scale) * height)
+        m = _gaussian_blur(mask, sigma)
+        s = _gaussian_blur(shade, sigma) / m.clamp_min(1e-3)
+        mdx, mdy, mxx, myy, mxy = _derivatives(m)
+        half_trace, det_part = (mxx + myy) / 2, torch.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
+        sdx, sdy, *_ = _derivatives(s)
+        chans += [m, (half_trace - det_part) * sigma**2, (half_trace + det_part) * sigma**2,
+                  torch.sqrt(mdx**2 + mdy**2) * sigma, s, torch.sqrt(sdx**2 + sdy**2) * sigma]
+    feats = torch.cat(chans, dim=1)
+    count = mask.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    mean = (feats * mask).sum(dim=(2, 3), keepdim=True) / count
+    std = (((feats - mean) * mask) ** 2).sum(dim=(2, 3), keepdim=True).div(count).sqrt()
+    return ((feats - mean) / std.clamp_min(1e-6)) * mask
+
+
+class GeometryTeacher(nn.Module):
+    """An offline Stage-1 teacher with no weights: [geometry_features][pa3d_models.geometry_features] of
+    the rendered views, average-pooled to a grid of stride ``patch_size``.
+
+    It encodes what a render shows of the geometry (thickness and elongation of the silhouette around each
+    pixel, outline and shading structure, at five scales), so that Stage 1 distils a signal that differs
+    between parts, where a random-weight DINOv2 gives nearly constant targets. It is not a pretrained image
+    model: no semantics, only geometry. With real DINOv2 weights (``--teacher-weights``) use
+    [DINOv2Teacher][pa3d_models.DINOv2Teacher].
+
+    Args:
+        scales: blur widths as fractions of the image height.
+        patch_size: stride of the output grid.
+
+    Shape:
+        images ``(V, 3, H, W)`` -> features ``(V, 6 * len(scales), H // patch_size, W // patch_size)``.
+
+    Examples:
+        >>> GeometryTeacher(patch_size=4)(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 30, 8, 8])
+    """
+
+    pretrained = False
+
+    def __init__(self, scales: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16), *, patch_size: int = 4) -> None:
+        super().__init__()
+        if not scales or any(not 0 < float(s) for s in scales):
+            raise ValueError(f"scales must be positive fractions of the image height, got {scales!r}")
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+        self.name = "geometry"
+        self.scales = tuple(float(s) for s in scales)
+        self.patch_size = int(patch_size)
+        self.feature_dim = 6 * len(self.scales)
+        self.weights = "none"
+        #: A sentence for logs and reports: what Stage 1 distils.
+        self.weights_note = ("weight-free geometry teacher: multi-scale silhouette and shading filters of the "
+                             "renders (no pretrained 2D model; pass --teacher-weights for DINOv2)")
+
+    def extra_repr(self) -> str:
+        return f"scales={self.scales}, patch_size={self.patch_size}"
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        feats = geometry_features(images, self.scales)
+        return F.avg_pool2d(feats, self.patch_size) if self.patch_size > 1 else feats
+
+
+def resolve_teacher_name(name: str, weights: str | os.PathLike | None = None) -> str:
+    """``"auto"`` -> ``"dinov2_vits14"`` when its weights are given or in the default place, else
+    ``"geometry"`` (no download, no random-weight DINOv2); other names unchanged.
+
+    Examples:
+        >>> resolve_teacher_name("tiny")
+        'tiny'
+    """
+    if name != "auto":
+        return name
+    if weights is not None or default_weights_path(TEACHERS["dinov2_vits14"]).is_file():
+        return "dinov2_vits14"
+    return "geometry"
+
+
 def build_teacher(
     name: str,
     weights: str | os.PathLike | None = None,
@@ -270,7 +408,9 @@ def build_teacher(
     image_size: int = 518,
     view_batch: int = 10,
 ) -> nn.Module:
-    """A teacher by name: ``"tiny"``, a short DINOv2 name from ``TEACHERS``, or a timm DINOv2 architecture.
+    """A teacher by name: ``"auto"`` (DINOv2 ViT-S/14 when its weights are found, else ``"geometry"``),
+    ``"geometry"`` (weight-free, :class:`GeometryTeacher`), ``"tiny"``, a short DINOv2 name from ``TEACHERS``,
+    or a timm DINOv2 architecture.
 
     Args:
         name: teacher name.
@@ -284,11 +424,15 @@ def build_teacher(
         >>> build_teacher("tiny").feature_dim
         32
     """
+    name = resolve_teacher_name(name, weights)
     if name == "tiny":
         return TinyTeacher()
+    if name == "geometry":
+        return GeometryTeacher()
     if name in TEACHERS or "dinov2" in name:
         return DINOv2Teacher(
             name, weights=weights, allow_download=allow_download, random_weights_ok=random_weights_ok,
             image_size=image_size, view_batch=view_batch,
         )
-    raise ValueError(f"name must be 'tiny', one of {sorted(TEACHERS)} or a timm DINOv2 architecture, got {name!r}")
+    raise ValueError(f"name must be 'auto', 'geometry', 'tiny', one of {sorted(TEACHERS)} or a timm DINOv2 "
+                     f"architecture, got {name!r}")
