@@ -336,7 +336,7 @@ def _read_any(
         payload = load_torch_file(path, trusted=trusted)
         where = str(path)
         if _is_training_state(payload):
-            state = _strip_prefix(check_state_dict(payload["model"], where, name="'model'"), "module.")
+            state = _strip_prefix(check_state_dict(payload.get("model"), where, name="'model'"), "module.")
             kind = "training_state"
             saved = payload.get("config")
             if saved is not None and not isinstance(saved, Mapping):

@@ -331,6 +331,7 @@ def test_unreadable_files(content, message, loader, tmp_path):
     ("payload", "message"),
     [
         ({"model": [1, 2]}, r"'model' must map parameter names to tensors, got list"),
+        ({"format": "pa3d-training-state/1"}, r"'model' must map parameter names to tensors, got NoneType"),
         ({"model": {"cls_token": torch.zeros(1, 1, 4), "norm.weight": "x"}},
          r"'model' must map parameter names to tensors; not tensors: norm.weight \(str\)"),
         ({"model": {"cls_token": torch.zeros(1)}, "proj": {"w": torch.zeros(2)}},
@@ -339,7 +340,7 @@ def test_unreadable_files(content, message, loader, tmp_path):
         ([1, 2], r"not a checkpoint pa3d can initialise from: .* got list"),
         ({"weights": torch.zeros(1)}, r"not a checkpoint pa3d can initialise from: .* got keys \['weights'\]"),
     ],
-    ids=["model_list", "model_str_value", "proj_keys", "temp_float", "list", "unknown_dict"],
+    ids=["model_list", "state_without_model", "model_str_value", "proj_keys", "temp_float", "list", "unknown_dict"],
 )
 def test_wrong_content_types(payload, message, tmp_path):
     torch.save(payload, tmp_path / "x.pt")
