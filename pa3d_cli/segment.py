@@ -583,7 +583,7 @@ def _check_plans(plans: list[_Plan], inputs: Sequence[Path]) -> None:
     seen: list[tuple[Path, str]] = []
     for plan in plans:
         for kind, path in plan.files.items():
-            what = flag.get(kind, f"--heatmap {kind.removeprefix('heatmap:')}")
+            what = flag.get(kind, f"--heatmap {kind.split(':', 1)[-1]}")
             if len(plans) > 1:
                 what = f"the {what.lstrip('-')} of {plan.source}"
             for src in inputs:
@@ -625,8 +625,8 @@ def _write_plan(seg: ShapeSegmentation, plan: _Plan, *, binary: bool) -> None:
                 seg.write_png(tmp)
             elif kind == "legend":
                 atomic_write_bytes(tmp, json.dumps(seg.legend(), indent=2, ensure_ascii=False) + "\n")
-            elif kind.startswith("heatmap:"):
-                part = kind.removeprefix("heatmap:")
+            elif kind.startswith(("heatmap:", "heatmap-png:")):
+                part = kind.split(":", 1)[1]
                 colors = seg.heatmap_colors(part)
                 if final.suffix == ".png":
                     seg.write_png(tmp, colors=colors, title=f"{seg.shape.path.name}: {part}")
@@ -661,6 +661,9 @@ def _plan_for(
     for part in heatmaps:
         ext = output.suffix.lower() if output.suffix.lower() in (".glb", ".ply") else ".ply"
         files[f"heatmap:{part}"] = Path(f"{stem}.heatmap-{_slug(part)}{ext}")
+        if png is not None:  # the pictures too: one PNG per heatmap beside the parts' PNG
+            base = files["png"]
+            files[f"heatmap-png:{part}"] = base.with_name(f"{base.stem}.heatmap-{_slug(part)}.png")
     return _Plan(source, files)
 
 

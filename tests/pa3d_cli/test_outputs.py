@@ -136,6 +136,7 @@ def test_point_cloud_every_point_labelled_with_scores_and_heatmap(tmp_path, caps
     for f in ("c.ply", "c.legend.json", "c.png", "c.scores.npz"):
         assert stat.S_IMODE((tmp_path / "res" / f).stat().st_mode) == 0o666 & ~umask, f
     assert (tmp_path / "res" / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "res" / "c.heatmap-corps.png").read_bytes()[:4] == b"\x89PNG"  # --png draws heatmaps too
 
 
 def test_several_inputs_folder_and_glob(tmp_path, capsys):
