@@ -63,6 +63,7 @@ from .metrics import (
 from .report import miou_table, write_metrics, write_report
 from .run import STAGES, main, run
 from .schedule import SCHEDULES, Budget, RunProgress, format_duration, lr_factor, split_budget, warmup_cosine
+from .seeds import mean_sd, parse_seeds, run_seeds, summarise_seeds
 from .stages import (
     TrainingView,
     all_prompts,
@@ -88,6 +89,11 @@ __all__ = [
     "patch_majority_labels",
     "one_label_labels",
     "baseline_markdown",
+    # several seeds
+    "run_seeds",
+    "parse_seeds",
+    "mean_sd",
+    "summarise_seeds",
     # engine
     "fit",
     "FitResult",

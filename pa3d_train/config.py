@@ -21,6 +21,7 @@ from typing import Any
 from pa3d_data import DATASETS
 from pa3d_losses import LOSSES, build_loss
 from pa3d_models import MODELS, list_models
+from pa3d_models.deps import require
 
 from .schedule import SCHEDULES
 
@@ -92,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "split_file": None,
     "eval_num_points": None,
     "baselines": True,
+    "seeds": None,
     "label_noise": 0.0,
     "teacher": "dinov2_vits14",
     "teacher_weights": None,
@@ -139,7 +141,7 @@ def _flag(key: str) -> str:
 
 def load_yaml(path: str | Path, *, what: str = "--config") -> dict[str, Any]:
     """Read a YAML mapping of configuration keys; a clear :class:`ConfigError` for anything else."""
-    import yaml
+    yaml = require("yaml", "reading configuration files")
 
     path = Path(path)
     if not path.is_file():
@@ -167,7 +169,7 @@ def presets(config_dir: str | Path | None) -> dict[str, Path]:
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    import yaml
+    yaml = require("yaml", "KEY=VALUE options")
 
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -230,6 +232,8 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--eval-categories", type=_name_list, metavar="A,B",
                    help="evaluate zero-shot on these categories, left out of training")
     g.add_argument("--split-file", help='JSON {"train": [...], "eval": [...]} (pa3d_data.load_category_split)')
+    g.add_argument("--seeds", metavar="0,1,2",
+                   help="run once per seed (OUT/seed_<s>) and report mean +- sd (OUT/seeds.md)")
     g.add_argument("--eval-num-points", type=int, help="points per evaluated shape (default: --num-points)")
     g.add_argument("--baselines", action=argparse.BooleanOptionalAction,
                    help="print the patch ceiling and the one-label predictor beside every evaluation")
@@ -468,6 +472,13 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{_flag(key)} must be a list of distinct names, got {cfg[key]!r}")
     if cfg["split_file"] and (cfg["train_categories"] or cfg["eval_categories"]):
         raise ConfigError("--split-file and --train-categories/--eval-categories exclude each other")
+    if cfg["seeds"] is not None:
+        from .seeds import parse_seeds
+
+        try:
+            cfg["seeds"] = parse_seeds(cfg["seeds"] if isinstance(cfg["seeds"], (str, list)) else str(cfg["seeds"]))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if cfg["eval_num_points"] is not None and cfg["eval_num_points"] < 1:
         raise ConfigError(f"--eval-num-points must be >= 1, got {cfg['eval_num_points']}")
     positive = ["batch_size", "num_points", "views", "image_size", "teacher_size"]

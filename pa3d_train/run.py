@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pa3d_models import resolve_text_encoder
+from pa3d_models.deps import require
 from pa3d_models.files import atomic_write_bytes
 from pa3d_models.text import TextBank
 
@@ -73,7 +74,12 @@ def main(argv: Sequence[str] | None = None, *, config_dir: str | Path | None = N
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = resolve_config(argv, config_dir=config_dir, prog=prog, description=description)
-        run(cfg)
+        if cfg["seeds"]:
+            from .seeds import run_seeds
+
+            run_seeds(cfg, cfg["seeds"], run)
+        else:
+            run(cfg)
     except (ValueError, OSError) as exc:  # ConfigError, unreadable files, refused resumes, a full disk, ...
         if "--debug" in argv:
             raise
@@ -135,7 +141,7 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         stage1_teacher_dim(cfg["stage1_checkpoint"])  # a truncated or foreign file stops here, before any work
     _check_resumes(cfg, out)
     if ctx.is_main:
-        import yaml
+        yaml = require("yaml", "writing config.yaml")
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=True))

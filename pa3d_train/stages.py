@@ -296,12 +296,13 @@ def resolve_freeze_policy(cfg: dict[str, Any]) -> tuple[str, str]:
     """``(policy, reason)``: ``--freeze-policy`` as given, or for ``auto`` the paper's freezing when Stage 1
     distilled a pretrained teacher (``--teacher-weights``, or DINOv2 weights in the default place) and the
     whole encoder otherwise (a weight-free or random teacher gives Stage 1 too little to freeze on)."""
-    from pa3d_models import default_weights_path
+    from pa3d_models import default_weights_path, resolve_teacher_name
     from pa3d_models.teachers import TEACHERS
 
     if cfg["freeze_policy"] != "auto":
         return cfg["freeze_policy"], "set by --freeze-policy"
-    arch = TEACHERS.get(cfg["teacher"], cfg["teacher"])
+    name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
+    arch = TEACHERS.get(name, name)
     if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):
         return "paper", f"auto: Stage 1 distilled the pretrained teacher {cfg['teacher']!r}"
     return "none", (f"auto: Stage 1's teacher {cfg['teacher']!r} has no pretrained weights here, so the whole "
