@@ -224,8 +224,8 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--swap-yz", action=argparse.BooleanOptionalAction,
                    help="the official release's Y/Z swap (a reflection) before the model")
     g.add_argument("--augment", nargs="?", const="official", metavar="NAME",
-                   help="training augmentation: real (SO(3) rotation, scale, jitter), real_up, official, so3, none; "
-                        "--augment alone = official")
+                   help="training augmentation: auto (real for real data, none for synthetic), real (SO(3) "
+                        "rotation, scale, jitter), real_up, official, so3, none; --augment alone = official")
     g.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="no augmentation")
     g.add_argument("--train-categories", type=_name_list, metavar="A,B",
                    help="train on these categories only (default: all, or all but --eval-categories)")
@@ -234,7 +234,8 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--split-file", help='JSON {"train": [...], "eval": [...]} (pa3d_data.load_category_split)')
     g.add_argument("--seeds", metavar="0,1,2",
                    help="run once per seed (OUT/seed_<s>) and report mean +- sd (OUT/seeds.md)")
-    g.add_argument("--eval-num-points", type=int, help="points per evaluated shape (default: --num-points)")
+    g.add_argument("--eval-num-points", type=int,
+                   help="points per evaluated shape (default: --num-points for synthetic data, at least 2048 for real)")
     g.add_argument("--baselines", action=argparse.BooleanOptionalAction,
                    help="print the patch ceiling and the one-label predictor beside every evaluation")
     g.add_argument("--label-noise", type=float, help="fraction of training points given another name of the shape")
@@ -463,8 +464,8 @@ def check_config(cfg: dict[str, Any]) -> None:
 
     if cfg["augment"] is True or cfg["augment"] is False:  # the historical boolean
         cfg["augment"] = "official" if cfg["augment"] else "none"
-    if cfg["augment"] not in AUGMENTATIONS:
-        raise ConfigError(f"--augment {cfg['augment']!r} is not valid; expected one of {sorted(AUGMENTATIONS)}")
+    if cfg["augment"] != "auto" and cfg["augment"] not in AUGMENTATIONS:
+        raise ConfigError(f"--augment {cfg['augment']!r} is not valid; expected auto or one of {sorted(AUGMENTATIONS)}")
     for key in ("train_categories", "eval_categories"):
         if isinstance(cfg[key], str):
             cfg[key] = _name_list(cfg[key])

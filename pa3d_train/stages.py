@@ -52,7 +52,10 @@ def model_transform(cfg: dict[str, Any], *, train: bool):
     steps = {"unit_sphere": [NormalizeUnitSphere()], "box": [NormalizeBox()], "none": []}[cfg["normalize"]]
     if cfg["swap_yz"]:
         steps.append(SwapYZ())
-    augment = build_augmentation(cfg["augment"]) if train else None
+    name = cfg["augment"]
+    if name == "auto":  # real meshes come in any pose; the synthetic shapes are aligned
+        name = "none" if cfg["dataset"] == "synthetic" else "real"
+    augment = build_augmentation(name) if train else None
     if augment is not None:
         steps.append(augment)
     return Compose(steps) if steps else None
@@ -68,7 +71,9 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
 
     n, opts = cfg["num_points"], dict(cfg["dataset_option"])
     kw = {"seed": cfg["seed"], "num_points": n, **opts}
-    eval_kw = {**kw, "num_points": cfg.get("eval_num_points") or n}
+    # real data is evaluated at >= 2048 points (the patch ceiling rises with the resolution); synthetic at N
+    eval_n = cfg.get("eval_num_points") or (n if cfg["dataset"] == "synthetic" else max(n, 2048))
+    eval_kw = {**kw, "num_points": eval_n}
     real_eval = cfg["eval_root"] or (cfg["eval_dataset"] not in (None, "synthetic"))
     if cfg["command"] == "eval" and real_eval:
         fmt = cfg["eval_dataset"] or cfg["dataset"]
