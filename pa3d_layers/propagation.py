@@ -203,13 +203,14 @@ def propagate_to_points(
         src = patch_values.unsqueeze(2).expand(-1, -1, patch_idx.shape[2], -1)
         size = b * n
     scatter_backend = "torch" if backend == "torch" else "auto"
-    src = src.reshape(-1, patch_values.shape[-1])
+    c = patch_values.shape[-1]  # explicit sizes: -1 is ambiguous for an empty batch or C = 0
+    src = src.reshape(index.numel(), c)
     sums = scatter(src, index, 0, dim_size=size, reduce="sum", backend=scatter_backend)
     ones = torch.ones_like(index, dtype=patch_values.dtype)
     counts = scatter(ones, index, 0, dim_size=size, reduce="sum", backend=scatter_backend).unsqueeze(-1)
     mean = sums / counts.clamp(min=1)
-    out = torch.where(counts > 0, mean, nearest.reshape(size, -1))
-    return out if ragged else out.view(points.shape[0], n, -1)
+    out = torch.where(counts > 0, mean, nearest.reshape(size, c))
+    return out if ragged else out.view(points.shape[0], n, c)
 
 
 class PatchToPointPropagation(nn.Module):

@@ -258,3 +258,14 @@ def test_gradcheck_idw_wrt_coordinates():
     assert torch.autograd.gradcheck(
         lambda p, c: propagate_to_points(values, p, c, mode="idw", k=3, backend="torch"), (points, centers)
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(B=st.integers(0, 2), N=st.integers(1, 6), C=st.integers(0, 3))
+def test_empty_batches_and_zero_channels(mode, B, N, C):
+    # B = 0 or C = 0 used to hit an ambiguous reshape(-1) in the membership mode
+    points, values = torch.rand(B, N, 3), torch.rand(B, 1, C)
+    patch_idx = torch.zeros(B, 1, 2, dtype=torch.long)
+    out = propagate_to_points(values, points, points[:, :1], patch_idx=patch_idx, mode=mode, k=1, backend="torch")
+    assert out.shape == (B, N, C)
+    torch.testing.assert_close(out, values.expand(B, N, C))  # one patch: every point takes its value
