@@ -25,8 +25,9 @@ DEMO_EXTRAS="train,offline-text"
 # Every extra except accel (built by its own step, two processes at once) and all (which includes accel).
 TEST_EXTRAS="text,offline-text,teacher,hub,data,train,cli,app,dev,docs"
 EXTENSIONS=(torch-scatter torch-cluster)
-# Measured on the 2-core development machine (AMD EPYC, load from other jobs), see the README.
-ACCEL_EXPECTED="about 15 minutes on 2 cores (both at once; about 19-29 one after the other)"
+# The longer build, torch-cluster, is the whole wait when both run at once: about 18 CPU-minutes measured on the
+# 2-core development machine (AMD EPYC); one after the other, both took 19 minutes on a quiet machine (README).
+ACCEL_EXPECTED="10 to 20 minutes on 2 free cores, longer when other jobs share them"
 
 case "$LEVEL" in
     demo | accel | test) ;;
@@ -113,7 +114,7 @@ if [ "$LEVEL" = accel ] || [ "$LEVEL" = test ]; then
                 MAX_JOBS=1 "${PIP[@]}" install --no-build-isolation -c "$CONSTRAINTS" "$ext" \
                     > "$VENV/accel-logs/$ext.log" 2>&1 || rc=$?
                 if [ "$rc" = 0 ]; then
-                    step "    $ext built in $(( $(date +%s) - start ))s (log: $VENV/accel-logs/$ext.log)"
+                    step "    $ext ready in $(( $(date +%s) - start ))s (log: $VENV/accel-logs/$ext.log)"
                 else
                     step "    $ext FAILED after $(( $(date +%s) - start ))s; the end of $VENV/accel-logs/$ext.log:"
                     tail -n 30 "$VENV/accel-logs/$ext.log" >&2
