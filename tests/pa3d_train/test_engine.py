@@ -283,6 +283,8 @@ def test_time_budget_ends_the_run_cleanly_with_a_checkpoint(tmp_path):
     net, result = _fit(tmp_path / "t", None, time_budget_s=1e-9)
     assert result.stopped_early and result.steps == 0
     assert read_training_state(tmp_path / "t" / "last.pt")["step"] == 0
+    _, spent = _fit(tmp_path / "z", 3, time_budget_s=0.0)  # a budget used up by earlier parts: 0 steps, the start kept
+    assert spent.steps == 0 and spent.stopped_early and (tmp_path / "z" / "last.pt").is_file()
     with pytest.raises(ValueError, match="epochs: None needs a time_budget_s"):
         _fit(None, None)
 
