@@ -129,6 +129,25 @@ def test_knn_equals_brute_force(fuzz, cloud, k, queries, backend):
 
 
 @FUZZ
+@given(seed=st.integers(0, 2**16), B=st.integers(1, 3), N=st.integers(1, 30), k=st.integers(1, 6),
+       grid=st.booleans())
+def test_knn_backends_agree_up_to_ties(fuzz, seed, B, N, k, grid):
+    # documented: both order by (distance, index); which points tie into the k-th place may differ
+    pytest.importorskip("torch_cluster")
+    points = make_points((B, N, 3), torch.float32, "grid" if grid else "none", seed)
+    k = min(k, N)
+    (_, a), (_, b) = (fuzz("layers.knn", knn, points, points[:, :5], k, backend=be, return_distances=True)
+                      for be in ("torch", "cluster"))
+    idx_a, dist_a = a
+    idx_b, dist_b = b
+    torch.testing.assert_close(dist_a, dist_b)
+    for idx, dist in ((idx_a, dist_a), (idx_b, dist_b)):  # ascending (distance, index)
+        assert bool((dist[..., 1:] >= dist[..., :-1]).all())
+        same = dist[..., 1:] == dist[..., :-1]
+        assert bool(((idx[..., 1:] > idx[..., :-1]) | ~same).all())
+
+
+@FUZZ
 @given(cloud=clouds(max_n=48), G=st.integers(-1, 10), K=st.integers(-1, 10), backend=st.sampled_from(["torch", "auto"]))
 def test_group_points_and_grouper(fuzz, cloud, G, K, backend):
     points, _ = cloud
