@@ -473,6 +473,10 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{_flag(key)} must be a list of distinct names, got {cfg[key]!r}")
     if cfg["split_file"] and (cfg["train_categories"] or cfg["eval_categories"]):
         raise ConfigError("--split-file and --train-categories/--eval-categories exclude each other")
+    if cfg["max_minutes"] and cfg["dataset"] != "synthetic":
+        # real data under a budget: the budget sets how long each stage trains (the epoch counts of the YAML
+        # are sized for the synthetic demo and would stop a small real set after a few hundred steps)
+        cfg["stage1_epochs"] = cfg["stage2_epochs"] = None
     if cfg["seeds"] is not None:
         from .seeds import parse_seeds
 
