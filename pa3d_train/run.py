@@ -283,8 +283,8 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
     ]
     if report.get("init") is not None:
-        notes.append(f"{AFTER}: the --init-checkpoint weights after Stage 2 with freeze policy "
-                     f"{cfg['freeze_policy']!r}; {BEFORE}: the same weights before it (Stage 1 not run)")
+        notes.append("{}: the --init-checkpoint weights after Stage 2 with freeze policy {!r} ({}); {}: the same "
+                     "weights before it (Stage 1 not run)".format(AFTER, *resolve_freeze_policy(cfg), BEFORE))
     if cfg["command"] == "all":
         notes += [
             "stage1+stage2: Stage 2 trains what freeze policy {!r} leaves trainable ({}; paper: the last block, "

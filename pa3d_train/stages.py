@@ -306,6 +306,8 @@ def resolve_freeze_policy(cfg: dict[str, Any]) -> tuple[str, str]:
 
     if cfg["freeze_policy"] != "auto":
         return cfg["freeze_policy"], "set by --freeze-policy"
+    if cfg.get("init_checkpoint"):
+        return "paper", "auto: fine-tuning trained weights (--init-checkpoint) keeps the paper's freezing"
     name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
     arch = TEACHERS.get(name, name)
     if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):

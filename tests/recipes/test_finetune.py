@@ -95,6 +95,7 @@ def recipe_folder(tmp_path_factory):
                           "--out", str(base / "first")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "fine-tuning from" in res.stdout and "took encoder, text_head, logit, teacher_head" in res.stdout
+    assert "freeze policy 'paper' (auto: fine-tuning trained weights" in res.stdout  # the default policy is auto
     assert not (base / "first" / "stage1").exists()
     assert_before_after(base / "first", sha(base / "start" / "model.safetensors"))
     return base / "first" / "stage2" / "model"
