@@ -19,8 +19,10 @@ def render_docs(results_dir: Path, page: Path) -> int:
     if not full:
         print(f"[bench] no full-run results in {results_dir}", file=sys.stderr)
         return 1
-    page.write_text(to_markdown(json.loads(full[-1].read_text())))
-    print(f"[bench] wrote {page} from {full[-1]}")
+    md = to_markdown(json.loads(full[-1].read_text()))
+    page.write_text(md)
+    full[-1].with_suffix(".md").write_text(md)
+    print(f"[bench] wrote {page} and {full[-1].with_suffix('.md')} from {full[-1]}")
     return 0
 
 
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     p.add_argument("--render-docs", action="store_true",
-                   help="only regenerate docs/benchmarks.md from the latest full results JSON, measuring nothing")
+                   help="only regenerate docs/benchmarks.md (and the results .md) from the latest full results JSON, "
+                        "measuring nothing")
     args = p.parse_args(argv)
     if args.render_docs:
         return render_docs(Path(args.out_dir), Path(args.docs or DOCS_PAGE))

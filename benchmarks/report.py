@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 __all__ = ["to_markdown"]
+
+#: A hand-written reading of the latest full run (where the time goes and why), appended to full-run pages.
+ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
 _FIRST = ["name", "variant", "backend", "batch", "median_ms", "min_ms", "max_ms", "repeats"]
 
@@ -35,7 +39,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def to_markdown(results: dict[str, Any]) -> str:
-    """Render ``results`` (as written by :func:`benchmarks.run_benchmarks`) as one markdown page."""
+    """Render ``results`` (as written by :func:`benchmarks.run_benchmarks`) as one markdown page; a full run's
+    page ends with ``benchmarks/analysis.md`` (the reading of that run) when the file exists."""
     env = results["env"]
     out = [
         "# Benchmarks",
@@ -71,4 +76,6 @@ def to_markdown(results: dict[str, Any]) -> str:
         for note in fam.get("notes", []):
             out.append(f"- {note}")
         out += [f"- family time: {fam.get('seconds', '?')} s", ""]
+    if results.get("mode") == "full" and ANALYSIS.is_file():
+        out += ["## Analysis", "", ANALYSIS.read_text().strip(), ""]
     return "\n".join(out).rstrip() + "\n"

@@ -20,7 +20,7 @@ __all__ = ["FAMILIES", "SCHEMA_VERSION", "run_benchmarks"]
 
 SCHEMA_VERSION = 1
 # Order matters: the roofline comes first so later families can relate to the GEMM rate.
-FAMILIES = ["roofline", "grouping", "losses", "encoder", "accuracy", "training", "segment", "scaling"]
+FAMILIES = ["roofline", "grouping", "losses", "encoder", "cputime", "accuracy", "training", "segment", "scaling"]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

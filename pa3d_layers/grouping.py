@@ -186,7 +186,8 @@ def _fps_torch(points: Tensor, num_samples: int, mask: Tensor | None, start: Ten
     b, n, _ = points.shape
     if b == 0:
         return torch.empty(0, num_samples, dtype=torch.long, device=points.device)
-    per = b if _compiling() else max(1, (_GRAIN_SIZE - 1) // max(1, n))
+    # Chunk only small clouds: from N ~ grain/4 on, one op per step is big enough to pay for its barrier.
+    per = b if _compiling() or n >= _GRAIN_SIZE // 4 else max(1, (_GRAIN_SIZE - 1) // max(1, n))
     outs = [
         _fps_torch_chunk(points[i : i + per], num_samples, None if mask is None else mask[i : i + per],
                          start[i : i + per])
