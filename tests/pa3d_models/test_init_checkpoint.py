@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -308,7 +307,7 @@ def test_folders_without_weights(tmp_path):
     ("content", "message"),
     [
         (b"", r"is empty \(0 bytes\): an interrupted download or copy\?$"),
-        (os.urandom(64), r"\(64 bytes\) cannot be read: truncated, corrupt or not written by torch.save"),
+        (bytes(range(7, 71)), r"\(64 bytes\) cannot be read: truncated, corrupt or not written by torch.save"),
         ("truncated", r"cannot be read: truncated, corrupt or not written by torch.save"),
     ],
     ids=["empty", "random_bytes", "truncated"],
@@ -464,3 +463,15 @@ def test_loaders_refuse_non_finite_weights(kind, tmp_path):
     ckpt["temp"]["log_scale"] = torch.tensor(float("inf"))
     with pytest.raises(ValueError, match=r"non-finite \(NaN/inf\) weights in temp.log_scale"):
         load_official_checkpoint(ckpt)
+
+
+@given(data=st.binary(min_size=1, max_size=300), zip_header=st.booleans())
+def test_property_any_bytes_give_one_clear_message(data, zip_header, tmp_path_factory):
+    """Fuzz: whatever the bytes (also behind a zip signature, as torch.save files start), reading gives the
+    model or a ValueError saying the file cannot be read, never another exception."""
+    path = tmp_path_factory.mktemp("fuzz") / "x.pt"
+    path.write_bytes((b"PK\x03\x04" if zip_header else b"") + data)
+    for call in (lambda: load_torch_file(path), lambda: init_from_checkpoint(tiny(), path)):
+        with pytest.raises(ValueError, match=r"cannot be read: truncated, corrupt or not written by torch.save|"
+                                             r"not a checkpoint pa3d can initialise from"):
+            call()
