@@ -267,9 +267,18 @@ def test_auto_backend_warns_once_without_extension(monkeypatch):
     monkeypatch.setattr(_backend, "WITH_TORCH_CLUSTER", False)
     monkeypatch.setattr(_backend, "_warned", set())
     with pytest.warns(UserWarning, match="torch-cluster is not installed"):
-        fps(rand_points(0, 1, 5, 3), 2)
+        knn(rand_points(0, 1, 5, 3), rand_points(1, 1, 2, 3), 2)
     with pytest.raises(ValueError, match=re.escape("backend='cluster' for fps needs torch-cluster")):
         fps(rand_points(0, 1, 5, 3), 2, backend="cluster")
+
+
+def test_auto_picks_the_measured_faster_backend(monkeypatch):
+    from pa3d_layers import _backend
+
+    monkeypatch.setattr(_backend, "WITH_TORCH_CLUSTER", True)
+    assert _backend.resolve_backend("auto", "cluster", "fps") == "torch"  # faster in every measured size
+    assert _backend.resolve_backend("auto", "cluster", "knn") == "cluster"
+    assert _backend.resolve_backend("cluster", "cluster", "fps") == "cluster"  # an explicit choice is kept
 
 
 @pytest.mark.skipif(not WITH_TORCH_CLUSTER, reason="torch-cluster not installed")
