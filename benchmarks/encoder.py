@@ -110,13 +110,13 @@ def _gemm_fn(device: torch.device, dtype: torch.dtype, n: int = 2048) -> Callabl
     return lambda: a @ b
 
 
-def _best_s(fn: Callable[[], Any], ctx: Context, n: int) -> float:
+def _best_s(fn: Callable[[], Any], ctx: Context, n: int, timer: Callable[[], float] = time.perf_counter) -> float:
     best = float("inf")
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0 = timer()
         fn()
         ctx.sync()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, timer() - t0)
     return best
 
 
@@ -252,22 +252,30 @@ def _measure_batch(ctx: Context, B: int, pts: torch.Tensor, ours: Any, ref: Any,
                            100.0 * agree, 99.0, "%"))
 
 
-def profile_blocks(enc: Any, pts: torch.Tensor, ctx: Context, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Time each block of ``enc`` alone on ``pts`` (fp32 and bf16 autocast); returns one row per block."""
+def profile_blocks(enc: Any, pts: torch.Tensor, ctx: Context, cfg: dict[str, Any], *,
+                   timer: Callable[[], float] = time.perf_counter,
+                   gemm: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Time each block of ``enc`` alone on ``pts`` (fp32 and bf16 autocast); returns one row per block.
+
+    ``timer`` is the clock (wall by default; the cputime family passes ``time.process_time``) and ``gemm`` the
+    ``{"fp32": rate, "bf16": rate}`` each block's rate is compared with (default: the roofline family's).
+    """
     fl = {k: v * pts.shape[0] for k, v in block_flops(**cfg, factorised=True).items()}
+    if gemm is None:
+        gemm = {"fp32": ctx.shared.get("gemm_fp32_gflops"), "bf16": ctx.shared.get("gemm_bf16_gflops")}
     rows: list[dict[str, Any]] = []
     for dtype in (torch.float32, torch.bfloat16):
-        rows += _profile_one(enc, pts, ctx, fl, dtype)
+        rows += _profile_one(enc, pts, ctx, fl, dtype, timer, gemm)
     return rows
 
 
-def _profile_one(enc: Any, pts: torch.Tensor, ctx: Context, fl: dict[str, int],
-                 dtype: torch.dtype) -> list[dict[str, Any]]:
+def _profile_one(enc: Any, pts: torch.Tensor, ctx: Context, fl: dict[str, int], dtype: torch.dtype,
+                 timer: Callable[[], float], gemms: dict[str, Any]) -> list[dict[str, Any]]:
     repeats = 1 if ctx.toy else 2
     B = pts.shape[0]
     label = "fp32" if dtype == torch.float32 else "bf16"
     auto = dtype == torch.bfloat16
-    gemm = ctx.shared.get("gemm_fp32_gflops" if not auto else "gemm_bf16_gflops")
+    gemm = gemms.get(label)
     rows: list[dict[str, Any]] = []
     with torch.inference_mode(), torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=auto):
         groups = enc.group(pts)
@@ -285,11 +293,11 @@ def _profile_one(enc: Any, pts: torch.Tensor, ctx: Context, fl: dict[str, int],
             "attention": lambda: [b.attn(x) for b in blocks],
             "mlp": lambda: [b.mlp(x) for b in blocks],
         }
-        total = _best_s(lambda: enc(pts), ctx, repeats)
+        total = _best_s(lambda: enc(pts), ctx, repeats, timer)
         spent = 0.0
         for name, fn in parts.items():
             fn()
-            t = _best_s(fn, ctx, repeats)
+            t = _best_s(fn, ctx, repeats, timer)
             spent += t
             r = {"name": f"profile {label}", "variant": name, "batch": B, "median_ms": t * 1e3, "min_ms": t * 1e3,
                  "max_ms": t * 1e3, "repeats": repeats, "pct_of_forward": 100.0 * t / total, "load": _load()}

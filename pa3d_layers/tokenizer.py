@@ -15,6 +15,9 @@ from ._checks import check_rank
 
 __all__ = ["PointNetTokenizer"]
 
+# Patches per chunk of the eval-mode forward (intermediates of 256 x 32 points x 512 channels stay in cache).
+_CHUNK = 256
+
 
 class PointNetTokenizer(nn.Module):
     """Mini-PointNet patch tokenizer of PatchAlign3D / Point-BERT: one token per patch.
@@ -33,7 +36,8 @@ class PointNetTokenizer(nn.Module):
       per-patch term);
     - the biases of ``first_conv.3`` and ``second_conv.3`` are added after the max over K (adding a constant
       commutes exactly with a max);
-    - in eval mode both BatchNorms (fixed affine maps) are folded into the weights before them.
+    - in eval mode both BatchNorms (fixed affine maps) are folded into the weights before them, and the
+      patches run in chunks of 256 (they are independent then; the intermediates stay in cache).
 
     Per point that is ``3*128 + 128*256 + 128*512 + 512*D`` multiply-adds instead of the official
     ``3*128 + 128*256 + 512*512 + 512*D`` (-46% for D = 256). The small weight products are formed in
@@ -88,10 +92,23 @@ class PointNetTokenizer(nn.Module):
             )
         lead, k = x.shape[:-2], x.shape[-2]
         m = math.prod(lead)
-        w0, b0, w1, b1, wl, wg, b2, w3, b3 = self._weights(x.device.type)
-        conv0, bn0, act0, _ = self.first_conv
-        _, bn1, act1, _ = self.second_conv
+        weights = self._weights(x.device.type)
+        x = x.reshape(m, k, self.in_channels)
+        bn0, bn1 = self.first_conv[1], self.second_conv[1]
+        if m > _CHUNK and _folded(bn0) and _folded(bn1) and not torch.compiler.is_compiling():
+            # Patches are independent once the BatchNorms are fixed: chunks keep the (chunk*K, 512)
+            # intermediates in cache (measured 15-20% faster than one pass over the batch, fp32 and bf16).
+            out = torch.cat([self._tokens(x[i : i + _CHUNK], weights) for i in range(0, m, _CHUNK)])
+        else:
+            out = self._tokens(x, weights)
+        return out.reshape(*lead, self.embed_dim)
 
+    def _tokens(self, x: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        """``(M, K, C)`` patches -> ``(M, D)`` tokens with the rearranged weights."""
+        m, k, _ = x.shape
+        w0, b0, w1, b1, wl, wg, b2, w3, b3 = weights
+        _, bn0, act0, _ = self.first_conv
+        _, bn1, act1, _ = self.second_conv
         h = F.linear(x.reshape(m * k, self.in_channels), w0, b0)
         r = act0(h if _folded(bn0) else bn0(h))  # (M*K, 128)
         f = F.linear(r, w1).view(m, k, w1.shape[0])
@@ -100,7 +117,7 @@ class PointNetTokenizer(nn.Module):
         if not _folded(bn1):
             h = bn1(h.view(m * k, wl.shape[0])).view(m, k, wl.shape[0])
         h = F.linear(act1(h), w3).view(m, k, self.embed_dim)
-        return (h.amax(dim=1) + b3.to(h.dtype)).reshape(*lead, self.embed_dim)
+        return h.amax(dim=1) + b3.to(h.dtype)
 
     def _weights(self, device_type: str) -> tuple[Tensor, ...]:
         """The rearranged weights (class docstring), formed in the parameters' dtype with autocast off."""

@@ -406,3 +406,21 @@ def test_ragged_encoder_bad_input():
         enc(torch.rand(1, 3, 16), batch=batch)
     with pytest.raises(ValueError, match=re.escape("pos must be None or have the shape of x (3, 16), got (3, 8)")):
         enc(torch.rand(3, 16), torch.rand(3, 8), batch=batch)
+
+
+@given(seed=seeds, m=st.integers(1, 9), chunk=st.integers(1, 4))
+def test_eval_tokenizer_chunks_equal_one_pass(seed, m, chunk):
+    import pa3d_layers.tokenizer as tokenizer
+
+    torch.manual_seed(seed)
+    tok = randomise_bn(PointNetTokenizer(3, 16), seed).eval()
+    x = torch.randn(m, 5, 3, generator=torch.Generator().manual_seed(seed))
+    whole = tok(x)
+    old = tokenizer._CHUNK
+    tokenizer._CHUNK = chunk
+    try:
+        chunked = tok(x)
+    finally:
+        tokenizer._CHUNK = old
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(chunked, _unfactorised_reference(tok, x), atol=1e-5, rtol=1e-5)
