@@ -84,7 +84,7 @@ def test_teacher_bad_input(tmp_path):
         DINOv2Teacher("dinov2_vits14", weights=tmp_path / "x.safetensors", image_size=224 + 1)
     with pytest.raises(ValueError, match="arch must be a timm DINOv2 model"):
         DINOv2Teacher("vit_small_patch16_224")
-    with pytest.raises(ValueError, match="name must be 'tiny', one of"):
+    with pytest.raises(ValueError, match="name must be 'auto', 'geometry', 'tiny', one of"):
         build_teacher("clip")
     with pytest.raises(ValueError, match=r"images must be \(V, 3, H, W\) float, got shape \(2, 1, 8, 8\)"):
         TinyTeacher(4)(torch.rand(2, 1, 8, 8))
