@@ -224,7 +224,7 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--swap-yz", action=argparse.BooleanOptionalAction,
                    help="the official release's Y/Z swap (a reflection) before the model")
     g.add_argument("--augment", nargs="?", const="official", metavar="NAME",
-                   help="training augmentation: auto (real for real data, none for synthetic), real (SO(3) "
+                   help="training augmentation: auto (official for real data, none for synthetic), real (SO(3) "
                         "rotation, scale, jitter), real_up, official, so3, none; --augment alone = official")
     g.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="no augmentation")
     g.add_argument("--train-categories", type=_name_list, metavar="A,B",
