@@ -196,7 +196,13 @@ class PatchEncoder(nn.Module):
         }
 
     def forward_tokens(self, neighborhoods: Tensor, centers: Tensor) -> Tensor:
-        """Patches -> features: ``neighborhoods (B, G, K, 3)``, ``centers (B, G, 3)`` -> ``(B, G, D)``."""
+        """Patches -> features: ``neighborhoods (B, G, K, 3)``, ``centers (B, G, 3)`` -> ``(B, G, D)``.
+
+        Points of another float dtype than the model's (float64 from numpy, half) are grouped in their own
+        precision and cast to the model's dtype here, at the tokenizer's input.
+        """
+        dtype = self.cls_token.dtype
+        neighborhoods, centers = neighborhoods.to(dtype), centers.to(dtype)
         tokens = self.reduce_dim(self.encoder(neighborhoods))
         pos = self.pos_embed(centers)
         B = tokens.shape[0]

@@ -358,16 +358,7 @@ def test_model_forward(fuzz, tiny, cloud):
         assert bool(torch.isfinite(out["patch_feats"]).all())
 
 
-OWNED_FORWARD = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="owned by the encoder forward (PatchEncoder/PointNetTokenizer): float64/half points into a float32 "
-    "model raise torch's 'mat1 and mat2 must have the same dtype' from inside the tokenizer",
-)
-
-
-@pytest.mark.parametrize("dtype", [pytest.param(d, marks=OWNED_FORWARD) for d in
-                                   (torch.float64, torch.float16, torch.bfloat16)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])  # cast at the tokenizer
 def test_model_forward_other_float_dtypes(fuzz, tiny, dtype):
     points = torch.rand(2, 64, 3, dtype=dtype)
     with torch.no_grad():
