@@ -66,6 +66,9 @@ class PartDataset(Dataset):
             raise ValueError(f"num_points must be a positive int or None, got {num_points!r}")
         self.num_points = num_points
         self._subsample = num_points
+        #: keep every point of a shape that has fewer than ``num_points`` instead of refusing it (evaluation at
+        #: "N points, or all the shape has")
+        self.allow_fewer = False
         self.sampler = sampler
         self.transform = transform
         self.seed = int(seed)
@@ -103,7 +106,7 @@ class PartDataset(Dataset):
         g = item_generator(self.seed, self.epoch, index)
         if self.sampler is not None:
             sample = self.sampler(sample, generator=g)
-        elif self._subsample is not None:
+        elif self._subsample is not None and not (self.allow_fewer and sample.num_points <= self._subsample):
             from .sampling import random_sample
 
             sample = random_sample(sample, self._subsample, generator=g)

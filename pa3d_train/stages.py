@@ -74,10 +74,16 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
     # real data is evaluated at >= 2048 points (the patch ceiling rises with the resolution); synthetic at N
     eval_n = cfg.get("eval_num_points") or (n if cfg["dataset"] == "synthetic" else max(n, 2048))
     eval_kw = {**kw, "num_points": eval_n}
+
+    def eval_set(fmt: str, root: Any) -> Any:
+        ds = build_dataset(fmt, root, **eval_kw)
+        if not cfg.get("eval_num_points") and hasattr(ds, "allow_fewer"):
+            ds.allow_fewer = True  # the default resolution: N points, or every point a smaller shape has
+        return ds
     real_eval = cfg["eval_root"] or (cfg["eval_dataset"] not in (None, "synthetic"))
     if cfg["command"] == "eval" and real_eval:
         fmt = cfg["eval_dataset"] or cfg["dataset"]
-        return {"eval": build_dataset(fmt, cfg["eval_root"], **eval_kw)}
+        return {"eval": eval_set(fmt, cfg["eval_root"])}
     if cfg["dataset"] == "synthetic" and not real_eval:  # already centred in the unit sphere
         augment = model_transform({**cfg, "normalize": "none", "swap_yz": False}, train=True)
         return {
@@ -94,14 +100,14 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
         train = build_dataset(cfg["dataset"], cfg["train_root"], transform=model_transform(cfg, train=True), **kw)
         if cfg["train_split"]:
             # the evaluated half is read without the model's transform: predictions stay in file coordinates
-            raw = build_dataset(cfg["dataset"], cfg["train_root"], **eval_kw)
+            raw = eval_set(cfg["dataset"], cfg["train_root"])
             (first, second), (raw_first, raw_second) = split_by_category(train), split_by_category(raw)
             train, held = (first, raw_second) if cfg["train_split"] == "first_half" else (second, raw_first)
             sets["eval"] = held
         sets["train"] = train
     if cfg["eval_root"] or "eval" not in sets:
         fmt = cfg["eval_dataset"] or cfg["dataset"]
-        sets["eval"] = build_dataset(fmt, cfg["eval_root"] or cfg["train_root"], **eval_kw)
+        sets["eval"] = eval_set(fmt, cfg["eval_root"] or cfg["train_root"])
     return apply_category_split(sets, cfg)
 
 

@@ -86,3 +86,27 @@ def test_lpsb_halves(shared_data):
     names = category_names(first)
     assert len(names) == 19 and names["Chair"][0] == ds.label_names["Chair"]
     assert "backrest" in names["Chair"][1]  # prompts go through the L-PSB text map
+
+
+def test_allow_fewer_keeps_every_point_of_a_smaller_shape():
+    """Evaluation at "N points, or all the shape has": a shape with fewer points than asked is kept whole
+    when ``allow_fewer`` is set, refused otherwise, and subsampled as usual when it has more."""
+    import pytest
+    import torch
+
+    from pa3d_data import PartDataset, PartSample
+
+    class Two(PartDataset):
+        def __len__(self):
+            return 2
+
+        def load(self, index):
+            n = (5, 12)[index]
+            return PartSample(torch.rand(n, 3), torch.zeros(n, dtype=torch.long), ["a"], "c", str(index))
+
+    ds = Two(num_points=8)
+    with pytest.raises(ValueError, match="fewer than the 8 requested"):
+        ds[0]
+    ds.allow_fewer = True
+    assert ds[0].num_points == 5
+    assert ds[1].num_points == 8
