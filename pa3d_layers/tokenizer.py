@@ -91,6 +91,11 @@ class PointNetTokenizer(nn.Module):
                 f"got shape {tuple(x.shape)} dtype {x.dtype}"
             )
         lead, k = x.shape[:-2], x.shape[-2]
+        if k == 0:
+            raise ValueError(f"neighborhoods must hold K >= 1 points per patch, got shape {tuple(x.shape)}")
+        wdtype, dev = self.first_conv[0].weight.dtype, x.device.type
+        if x.dtype != wdtype and not (torch.is_autocast_enabled(dev) and x.dtype == torch.get_autocast_dtype(dev)):
+            x = x.to(wdtype)  # float64 / half points into a float32 tokenizer: cast at the door
         m = math.prod(lead)
         weights = self._weights(x.device.type)
         x = x.reshape(m, k, self.in_channels)
