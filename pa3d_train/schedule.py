@@ -127,6 +127,25 @@ class Budget:
         self.started = time.monotonic() if started is None else started
         self.allotted: dict[str, float] = {}
         self.begun: dict[str, float] = {}
+        self.reserved: dict[str, float] = {}
+
+    def reserve(self, part: str, seconds: float) -> None:
+        """Cap what ``part`` will need at ``seconds`` (an estimate, e.g. of evaluation timed on a few shapes).
+
+        Its weighted share still bounds it; what the cap frees goes to the parts before it, so a quick
+        evaluation leaves its unused share to training instead of to the end of the run.
+
+        Examples:
+            >>> b = Budget(10, {"stage2": 2, "eval": 1}, started=0.0)
+            >>> b.reserve("eval", 30.0)
+            >>> b.allot("stage2", now=0.0), b.allot("eval", now=570.0)
+            (570.0, 30.0)
+        """
+        if part not in self.weights:
+            raise ValueError(f"part must be one of {list(self.weights)}, got {part!r}")
+        if not (seconds >= 0 and math.isfinite(seconds)):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self.reserved[part] = float(seconds)
 
     @property
     def deadline(self) -> float | None:
@@ -149,8 +168,15 @@ class Budget:
         if left is None:
             return None
         pending = {k: w for k, w in self.weights.items() if k not in self.allotted}
-        share = pending[part] / sum(pending.values()) if sum(pending.values()) > 0 else 1.0
-        self.allotted[part] = left * share
+        total = sum(pending.values())
+        share = pending[part] / total if total > 0 else 1.0
+        seconds = left * share
+        if part not in self.reserved:  # the shares that later capped parts will not use come to this one
+            free = sum(left * w / total - min(self.reserved[k], left * w / total)
+                       for k, w in pending.items() if k in self.reserved and k != part) if total > 0 else 0.0
+            uncapped = sum(w for k, w in pending.items() if k not in self.reserved)
+            seconds += free * (pending[part] / uncapped if uncapped > 0 else 0.0)
+        self.allotted[part] = seconds
         return self.allotted[part]
 
     def summary(self, now: float | None = None) -> str:
@@ -177,6 +203,11 @@ class RunProgress:
         >>> p.update("stage1", 50, steps_per_s=10.0)
         >>> p.eta_s()
         35.0
+
+        A stage bounded only by a time budget (0 planned steps) runs until the deadline:
+
+        >>> RunProgress({"stage2": 0}, deadline=100.0).eta_s(now=40.0)
+        60.0
     """
 
     def __init__(self, planned: Mapping[str, int | None], *, deadline: float | None = None) -> None:
@@ -199,7 +230,9 @@ class RunProgress:
             left = sum(max(0, self.planned[k] - self.done.get(k, 0)) for k in self.planned) / self.rate
         if self.deadline is not None:
             until = max(0.0, self.deadline - (time.monotonic() if now is None else now))
-            left = until if left is None else min(left, until)
+            # a stage with no planned step count runs until the budget ends: its steps are not countable
+            open_ended = any(v <= 0 for v in self.planned.values())
+            left = until if left is None or open_ended else min(left, until)
         return left
 
 

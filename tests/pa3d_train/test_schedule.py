@@ -143,3 +143,40 @@ def test_format_duration_round_trips_to_the_second_scale(s):
         total += int(value) * {"h": 3600, "m": 60, "s": 1}[unit]
     assert abs(total - s) <= (60 if s >= 3600 else 1)
     assert format_duration(math.inf) == "?"
+
+
+def test_run_progress_eta_of_a_time_bounded_stage_is_the_time_left_not_zero():
+    # --max-minutes without epoch caps plans 0 steps for a stage: the ETA is the budget's end, never "0s"
+    p = RunProgress({"stage1": 0, "stage2": 0}, deadline=600.0)
+    p.update("stage1", 40, steps_per_s=2.0)
+    assert p.eta_s(now=100.0) == pytest.approx(500.0)
+    capped = RunProgress({"stage1": 10, "stage2": 0}, deadline=600.0)
+    capped.update("stage1", 10, steps_per_s=2.0)
+    assert capped.eta_s(now=0.0) == pytest.approx(600.0)
+
+
+@given(minutes=st.floats(0.5, 60.0), w=st.lists(st.floats(0.1, 5.0), min_size=2, max_size=4),
+       cap=st.floats(0.0, 5000.0), used=st.floats(0.0, 1.0))
+def test_budget_reserve_gives_a_capped_part_s_unused_share_to_the_parts_before_it(minutes, w, cap, used):
+    names = [f"p{i}" for i in range(len(w))]
+    plain, capped = (Budget(minutes, dict(zip(names, w)), started=0.0) for _ in range(2))
+    capped.reserve(names[-1], cap)
+    now_p = now_c = 0.0
+    for name in names[:-1]:
+        a, b = plain.allot(name, now=now_p), capped.allot(name, now=now_c)
+        assert 0.0 <= b <= capped.remaining(now_c) + 1e-9
+        assert b >= a - 1e-6  # a cap never takes time from the parts before it
+        now_p, now_c = now_p + a * used, now_c + b * used
+    last_share = w[-1] / sum(w) * 60.0 * minutes
+    if cap >= last_share:  # a cap above the part's share changes nothing
+        assert now_c == pytest.approx(now_p)
+    if used == 1.0:  # every part before it used all its time: the capped part is left at most its cap
+        assert capped.remaining(now_c) <= min(cap, plain.remaining(now_p)) + 1e-6
+
+
+def test_budget_reserve_refuses_unknown_parts_and_bad_seconds():
+    b = Budget(10, {"stage2": 1, "eval": 1})
+    with pytest.raises(ValueError, match="part must be one of"):
+        b.reserve("stage3", 10.0)
+    with pytest.raises(ValueError, match="seconds must be a finite number"):
+        b.reserve("eval", float("nan"))
