@@ -62,8 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "group_size": None,
     "seed": 0,
     "device": None,
-    "amp": "none",
-    "batch_size": 16,
+    "amp": "auto",
+    "batch_size": 8,
     "num_workers": 0,
     "optimizer": "adamw",
     "weight_decay": 0.05,
@@ -86,7 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "freeze_bn_stats": True,
     "scale_mode": "paper",
     "init_scale": 10.0,
-    "init_bias": -10.0,
+    "init_bias": -2.0,
     "augment": False,
     "train_categories": [],
     "eval_categories": [],
@@ -102,11 +102,12 @@ DEFAULTS: dict[str, Any] = {
     "image_size": 112,
     "teacher_size": 112,
     "text_model": "auto",
-    "stage2_only": True,
+    "stage2_only": None,
     "assign": "nearest",
     "iou_convention": "strict",
     "max_minutes": None,
-    "budget_weights": {"stage1": 1.0, "stage2": 2.0, "stage2_only": 2.0, "eval": 1.0},
+    # stage1 None: 1 after a pretrained teacher, 0.4 after a weight-free one (pa3d_train.run.budget_weights)
+    "budget_weights": {"stage1": None, "stage2": 2.0, "stage2_only": 2.0, "eval": 1.0},
     "resume": False,
     "stage1_checkpoint": None,
     "init_checkpoint": None,
@@ -250,7 +251,9 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g = p.add_argument_group("optimisation")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision through torch.autocast")
+    g.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"],
+                   help="mixed precision through torch.autocast; auto: bf16 where the CPU/GPU computes it natively "
+                        "(AVX512-BF16, AMX, recent GPUs), else none")
     g.add_argument("--batch-size", type=int, help="global batch size (split across processes)")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], help="AdamW (the paper) or plain SGD")
     g.add_argument("--weight-decay", type=float)
@@ -297,7 +300,8 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g = p.add_argument_group("text and evaluation")
     g.add_argument("--text-model", help="auto, minilm, a sentence-transformers path, or open_clip:MODEL[:PRETRAINED]")
     g.add_argument("--stage2-only", action=argparse.BooleanOptionalAction,
-                   help="all: also train Stage 2 alone (no Stage 1) on the same data, for comparison")
+                   help="all: also train Stage 2 alone (no Stage 1) on the same data, for comparison "
+                        "(default: on the synthetic demo, off on real data, where it would halve the budget)")
     g.add_argument("--assign", choices=["nearest", "membership", "idw"], help="patch -> point assignment")
     g.add_argument("--iou-convention", choices=["strict", "patchalign3d", "find3d", "pointnet"])
     g.add_argument("--figures", type=int, help="shapes drawn in the figures")
@@ -518,11 +522,12 @@ def check_config(cfg: dict[str, Any]) -> None:
     if cfg["grad_clip"] is not None and not cfg["grad_clip"] > 0:
         raise ConfigError(f"--grad-clip must be > 0, got {cfg['grad_clip']}")
     weights = cfg["budget_weights"]
-    bad = {k: v for k, v in weights.items() if k not in DEFAULTS["budget_weights"] or not isinstance(v, (int, float))
-           or v < 0}
+    bad = {k: v for k, v in weights.items() if k not in DEFAULTS["budget_weights"]
+           or not (v is None and k == "stage1") and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0)}
     if bad:
         valid = sorted(DEFAULTS["budget_weights"])
-        raise ConfigError(f"budget_weights {bad}: expected non-negative numbers for {valid}")
+        raise ConfigError(f"budget_weights {bad}: expected non-negative numbers for {valid} (stage1 may be null: "
+                          "auto)")
     for key in ("lr_encoder", "lr_head", "lr_logit", "stage1_lr_encoder", "weight_decay"):
         if cfg[key] < 0:
             raise ConfigError(f"{_flag(key)} must be >= 0, got {cfg[key]}")

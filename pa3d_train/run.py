@@ -28,6 +28,7 @@ from .engine import (
     grouping_backend,
     init_distributed,
     load_training_state,
+    resolve_amp,
     seed_everything,
 )
 from .finetune import (
@@ -44,6 +45,7 @@ from .schedule import Budget, RunProgress
 from .stages import (
     all_prompts,
     build_datasets,
+    estimate_eval_seconds,
     evaluate_all,
     load_for_eval,
     new_model,
@@ -55,7 +57,7 @@ from .stages import (
     train_stage2,
 )
 
-__all__ = ["main", "run", "STAGES"]
+__all__ = ["main", "run", "STAGES", "wants_stage2_only", "budget_weights"]
 
 #: command -> the training stages it runs (their checkpoints live in ``OUT/<stage>/last.pt``).
 STAGES = {"all": ("stage1", "stage2", "stage2_only"), "stage1": ("stage1",), "stage2": ("stage2",), "eval": ()}
@@ -87,6 +89,41 @@ def main(argv: Sequence[str] | None = None, *, config_dir: str | Path | None = N
         print(f"{prog}: error: {name}{exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def budget_weights(cfg: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """``--max-minutes`` shares by part, and why Stage 1 got its weight when it was left to ``auto`` (null).
+
+    Stage 1 after a pretrained 2D teacher gets the paper's 1 (Stage 2: 2); after the weight-free geometry
+    teacher 0.4: on the L-PSB fold, 2 minutes of it before 3 of Stage 2 scored as Stage 2 alone (49.3 vs 49.0
+    instance mIoU, docs/results.md), so most of the budget goes to Stage 2.
+    """
+    from pa3d_models import default_weights_path, resolve_teacher_name
+    from pa3d_models.teachers import TEACHERS
+
+    weights = {k: float(v) for k, v in cfg["budget_weights"].items() if v is not None}
+    if "stage1" in weights:
+        return weights, ""
+    name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
+    arch = TEACHERS.get(name, name)
+    if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):
+        weights["stage1"] = 1.0
+        return weights, "stage1 weight 1 (pretrained teacher)"
+    weights["stage1"] = 0.4
+    return weights, (f"stage1 weight 0.4: the teacher {cfg['teacher']!r} has no pretrained weights, so most of the "
+                     "budget goes to Stage 2 (set budget_weights.stage1 to change it)")
+
+
+def _precision(amp: str, device: torch.device) -> str:
+    resolved = resolve_amp(amp, device)
+    text = {"none": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + loss scaling"}[resolved]
+    return f"{text} (--amp auto)" if amp == "auto" else text
+
+
+def wants_stage2_only(cfg: dict[str, Any]) -> bool:
+    """Whether ``all`` trains the Stage-2-only comparison: ``--stage2-only`` / ``--no-stage2-only``, else only
+    on the synthetic demo (on real data it would take half of the budget from the model the run is for)."""
+    return bool(cfg["stage2_only"]) if cfg["stage2_only"] is not None else cfg["dataset"] == "synthetic"
 
 
 def _check_resumes(cfg: dict[str, Any], out: Path) -> None:
@@ -123,15 +160,16 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
     ctx = ctx or init_distributed(cfg["device"])
     say = print if ctx.is_main else (lambda *a, **k: None)
     out = Path(cfg["out"])
-    say(f"pa3d: {cfg['command']} on {cfg['dataset']} -> {out} ({ctx.describe()}; grouping: {grouping_backend()})")
+    say(f"pa3d: {cfg['command']} on {cfg['dataset']} -> {out} ({ctx.describe()}; grouping: {grouping_backend()}; "
+        f"precision: {_precision(cfg['amp'], ctx.device)})")
     seed_everything(cfg["seed"])
     datasets = build_datasets(cfg)
     for name, ds in datasets.items():
         if len(ds) == 0:
             raise ConfigError(f"the {name} set is empty (check --train-root/--eval-root and --dataset-option)")
         say(f"  {name}: {len(ds)} shapes")
-    stages = STAGES[cfg["command"]] if cfg["stage2_only"] else tuple(s for s in STAGES[cfg["command"]]
-                                                                     if s != "stage2_only")
+    stages = STAGES[cfg["command"]] if wants_stage2_only(cfg) else tuple(s for s in STAGES[cfg["command"]]
+                                                                         if s != "stage2_only")
     if cfg["init_checkpoint"]:  # fine-tuning (pa3d_train.finetune): the checkpoint replaces Stage 1
         stages = tuple(s for s in stages if s != "stage1")
         check_init_checkpoint(cfg)
@@ -147,7 +185,10 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
         atomic_write_bytes(out / "config.yaml", yaml.safe_dump(dict(cfg), sort_keys=True))
     evaluates = cfg["command"] in ("all", "eval") or bool(cfg["init_checkpoint"])
     parts = [*stages, "eval"] if evaluates else list(stages)
-    budget = Budget(cfg["max_minutes"], {p: float(cfg["budget_weights"].get(p, 1.0)) for p in parts}, started=started)
+    weights, why = budget_weights(cfg)
+    budget = Budget(cfg["max_minutes"], {p: weights.get(p, 1.0) for p in parts}, started=started)
+    if cfg["max_minutes"] is not None and "stage1" in parts and why:
+        say(f"  budget: {why}")
     per_epoch = steps_per_epoch(len(datasets["train"]), cfg["batch_size"], ctx.world_size) if stages else 0
     epochs = {s: cfg["stage1_epochs"] if s == "stage1" else cfg["stage2_epochs"] for s in stages}
     progress = RunProgress({s: per_epoch * (epochs[s] or 0) for s in stages}, deadline=budget.deadline)
@@ -166,6 +207,19 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
                 say(f"  budget: --max-minutes {cfg['max_minutes']} is used up before {part}; it runs 0 steps "
                     "(give more minutes)")
         return None if seconds is None else max(seconds, 0.0)
+
+    if budget.minutes is not None and evaluates:  # evaluation reserves what it will take
+        probe = new_model(cfg, text_dim=bank.dim, teacher_dim=1).to(ctx.device)
+        n_models = len([s for s in stages if s != "stage1"]) or 1
+        need = estimate_eval_seconds(probe, datasets, bank, cfg, num_models=n_models)
+        if ctx.distributed:  # every process must split the budget alike (they stop training together)
+            t = torch.tensor([need], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            need = float(t.item())
+        budget.reserve("eval", need)
+        say(f"  budget: evaluation is estimated at {need / 60:.2f} min (timed on a few shapes); the rest of its "
+            "share goes to training")
+        del probe
 
     cache, teacher_dim = None, None
     needs_teacher = "stage1" in stages or (cfg["loss"] == "joint" and "stage2" in stages)
@@ -265,10 +319,9 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
     sections: dict[str, str] = {}
     for name, summary in primary.items():  # reference points: where the model's mIoU sits
         if "baselines" in summary:
-            grouper = models[primary_run].encoder.grouper
             sections[f"Reference points: {name}"] = baseline_markdown(
-                summary["baselines"], num_points=summary["baselines"]["num_points"], num_groups=grouper.num_groups,
-                group_size=grouper.group_size) + (
+                summary["baselines"], num_points=summary["baselines"]["num_points"], num_groups=summary["num_groups"],
+                group_size=summary["group_size"]) + (
                 f"\n\nModel ({primary_run}): instance mIoU {100 * summary['instance_miou']:.1f}, category mIoU "
                 f"{100 * summary['category_miou']:.1f}. The patch ceiling gives each patch its true majority label; "
                 "the one-label predictor puts each shape's most frequent true label everywhere.")
@@ -281,6 +334,9 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         f"Stage-1 teacher: {report.get('teacher') or 'not run (weights from a checkpoint)'}",
         f"IoU convention: {cfg['iou_convention']}; patch -> point assignment: {cfg['assign']}",
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
+        "training precision: {}; evaluation in float32".format(
+            "none (eval)" if cfg["command"] == "eval" else
+            _precision(cfg["amp"], next(iter(models.values())).logit.log_scale.device)),
     ]
     if report.get("init") is not None:
         notes.append("{}: the --init-checkpoint weights after Stage 2 with freeze policy {!r} ({}); {}: the same "
@@ -291,7 +347,8 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
             "the final norm, the text head, logit scale and bias; none: everything) on the Stage-1 encoder".format(
                 *resolve_freeze_policy(cfg)),
             "stage2 only: the same Stage-2 loss and epochs on a randomly initialised model, every parameter trained"
-            if cfg["stage2_only"] else "stage2 only: not run (--no-stage2-only)",
+            if wants_stage2_only(cfg) else "stage2 only: not run ({})".format(
+                "--no-stage2-only" if cfg["stage2_only"] is False else "real data: pass --stage2-only to compare"),
         ][1 if report.get("init") is not None else 0:]
     notes.append(f"wall clock: {metrics['minutes']:.1f} min")
     rows = []

@@ -38,6 +38,8 @@ __all__ = [
     "load_for_eval",
     "eval_candidates",
     "evaluate_all",
+    "estimate_eval_seconds",
+    "eval_grouping",
     "apply_category_split",
     "resolve_freeze_policy",
     "steps_per_epoch",
@@ -381,6 +383,29 @@ def eval_candidates(datasets: dict[str, Any], name: str) -> dict[str, tuple[list
     return cands
 
 
+def eval_grouping(cfg: dict[str, Any], num_groups: int, group_size: int, num_points: int) -> tuple[int, int]:
+    """``(G, K)`` to evaluate a model trained in this run with ``num_groups`` / ``group_size`` at
+    ``num_points`` points: both scaled by ``num_points / cfg["num_points"]``, so that each patch covers the
+    same share of the surface as in training (and the patch ceiling rises with the resolution). A checkpoint
+    given to ``eval`` keeps its own grouping (its training resolution is not known here).
+
+    Examples:
+        >>> eval_grouping({"command": "all", "num_points": 1024}, 64, 16, 2048)
+        (128, 32)
+        >>> eval_grouping({"command": "eval", "num_points": 1024}, 128, 32, 2048)
+        (128, 32)
+    """
+    factor = num_points / cfg["num_points"]
+    if cfg["command"] == "eval" or factor <= 1.0:
+        return num_groups, group_size
+    return min(num_points, round(num_groups * factor)), min(num_points, round(group_size * factor))
+
+
+def _eval_num_points(cfg: dict[str, Any], name: str) -> int:
+    synthetic = cfg["dataset"] == "synthetic" and (name != "eval" or not (cfg["eval_root"] or cfg["eval_dataset"]))
+    return cfg["num_points"] if synthetic else (cfg.get("eval_num_points") or max(cfg["num_points"], 2048))
+
+
 def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank: TextBank, cfg: dict[str, Any],
                  out: Path, say=print) -> dict[str, dict[str, Any]]:
     """Every model on every evaluation set; predictions (the first model, first set) and examples kept."""
@@ -390,7 +415,10 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
     references: dict[str, dict[str, Any]] = {}
     for run, model in models.items():
         results[run] = {}
+        grouper = model.encoder.grouper
+        trained_gk = (grouper.num_groups, grouper.group_size)
         for name, ds in eval_sets.items():
+            grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained_gk, _eval_num_points(cfg, name))
             primary = run == first_run
             transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
             if cfg.get("baselines", True) and name not in references:
@@ -413,5 +441,36 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
                                         for k, v in references[name].items()}
                 summary["baselines"]["num_points"] = int(ds[0].num_points)
             say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
-                f"category mIoU {100 * summary['category_miou']:.1f}")
+                f"category mIoU {100 * summary['category_miou']:.1f} (G={grouper.num_groups}, "
+                f"K={grouper.group_size})")
+            summary["num_groups"], summary["group_size"] = grouper.num_groups, grouper.group_size
+        grouper.num_groups, grouper.group_size = trained_gk  # the saved model keeps its training grouping
     return results
+
+
+def estimate_eval_seconds(model: PatchAlign3D, datasets: dict[str, Any], bank: TextBank, cfg: dict[str, Any], *,
+                          num_models: int, sample: int = 2) -> float:
+    """Seconds :func:`evaluate_all` will take, timed on ``sample`` shapes of each evaluation set (reading,
+    transforms, the forward pass, metrics) and scaled to every shape, model and reference point, with a margin.
+
+    ``--max-minutes`` reserves this for evaluation, so the rest of its share goes to training.
+    """
+    import time
+
+    seconds = 15.0  # figures, report, metrics files
+    grouper = model.encoder.grouper
+    trained_gk = (grouper.num_groups, grouper.group_size)
+    for name, ds in datasets.items():
+        if name == "train" or len(ds) == 0:
+            continue
+        idx = list(range(min(sample, len(ds))))
+        transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
+        grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained_gk, _eval_num_points(cfg, name))
+        t0 = time.monotonic()
+        evaluate_segmentation(model.eval(), [ds[i] for i in idx], bank, candidates=eval_candidates(datasets, name),
+                              assign=cfg["assign"], transform=transform, convention=cfg["iou_convention"])
+        per_shape = (time.monotonic() - t0) / len(idx)
+        # each model reads and segments every shape; the reference points read and group them once more
+        seconds += per_shape * len(ds) * (num_models + (1 if cfg.get("baselines", True) else 0))
+    grouper.num_groups, grouper.group_size = trained_gk
+    return 1.5 * seconds
