@@ -466,15 +466,12 @@ def estimate_eval_seconds(model: PatchAlign3D, datasets: dict[str, Any], bank: T
         transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
         grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained_gk, _eval_num_points(cfg, name))
 
-        def evaluate(indices: list[int]) -> None:
-            evaluate_segmentation(model.eval(), [ds[i] for i in indices], bank,
-                                  candidates=eval_candidates(datasets, name), assign=cfg["assign"],
-                                  transform=transform, convention=cfg["iou_convention"])
-
-        evaluate([0])  # warm-up: first calls allocate and build what later shapes reuse
+        kw = {"candidates": eval_candidates(datasets, name), "assign": cfg["assign"], "transform": transform,
+              "convention": cfg["iou_convention"]}
+        evaluate_segmentation(model.eval(), [ds[0]], bank, **kw)  # warm-up: first calls allocate what others reuse
         idx = list(range(min(1, len(ds) - 1), min(1 + sample, len(ds))))
         t0 = time.monotonic()
-        evaluate(idx)
+        evaluate_segmentation(model, [ds[i] for i in idx], bank, **kw)
         per_shape = (time.monotonic() - t0) / len(idx)
         # each model reads and segments every shape; the reference points read and group them once more
         seconds += per_shape * len(ds) * (num_models + (1 if cfg.get("baselines", True) else 0))

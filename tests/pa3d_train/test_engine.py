@@ -307,7 +307,7 @@ def test_bn_eval_keeps_running_statistics_and_frozen_parameters_stay(tmp_path):
         ({"batch_size": 25}, "batch_size 25 is larger than the training set: 24 shapes give 24 per process for 25"),
         ({"batch_size": 0}, "batch_size must be a positive multiple of the 1 process"),
         ({"epochs": -1}, "epochs must be >= 0, got -1"),
-        ({"amp": "fp8"}, "amp must be 'none', 'bf16' or 'fp16'"),
+        ({"amp": "fp8"}, "amp must be 'none', 'bf16', 'fp16' or 'auto'"),
         ({"schedule": "step"}, "schedule must be one of"),
     ],
 )
