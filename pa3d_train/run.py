@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -217,6 +218,12 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             need = float(t.item())
         budget.reserve("eval", need)
+        left = budget.remaining() or 0.0
+        if stages and left - need < 10.0 * len(stages):  # not even a few steps per stage: refuse before training
+            at_least = math.ceil((need + 30.0 * len(stages)) / 6.0) / 10.0
+            raise ConfigError(f"--max-minutes {cfg['max_minutes']:g} is too small: evaluation alone is estimated at "
+                              f"{need:.0f} s of the {left:.0f} s left, which leaves under 10 s for each of "
+                              f"{len(stages)} training stage(s); give at least {at_least:g} minutes")
         say(f"  budget: evaluation is estimated at {need / 60:.2f} min (timed on a few shapes); the rest of its "
             "share goes to training")
         del probe

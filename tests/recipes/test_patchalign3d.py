@@ -54,6 +54,13 @@ def test_bad_settings_are_refused_before_any_work(args, message, tmp_path):
     assert not (tmp_path / "o" / "stage1").exists(), "training must not start"
 
 
+def test_a_budget_too_small_for_training_is_refused_before_training(tmp_path):
+    out = run(["all", *TINY, "--max-minutes", "0.2", "--out", str(tmp_path / "o")], check=False)
+    assert out.returncode == 2 and "--max-minutes 0.2 is too small: evaluation alone is estimated at" in out.stderr
+    assert "give at least" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "o" / "stage1").exists(), "training must not start"
+
+
 def test_resume_refuses_another_config(tmp_path):
     from pa3d_train.engine import save_training_state
 
