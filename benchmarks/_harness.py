@@ -21,6 +21,9 @@ from typing import Any
 
 import torch
 
+from pa3d_train.engine import cpu_flags as _all_cpu_flags
+from pa3d_train.engine import native_bf16
+
 __all__ = ["Context", "time_fn", "environment", "run_probe", "peak_memory_mb", "reset_peak_memory", "cpu_flags"]
 
 #: CPU features that decide which precision is fast: bf16 dot products (AVX512-BF16), matrix tiles (AMX).
@@ -29,15 +32,8 @@ _FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
 
 def cpu_flags() -> list[str]:
     """The performance-relevant CPU flags of this machine (from ``/proc/cpuinfo``; empty where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [fl for fl in _FLAGS if fl in have]
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return []
+    have = _all_cpu_flags()
+    return [fl for fl in _FLAGS if fl in have]
 
 
 @dataclass
@@ -160,7 +156,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags": cpu_flags(),
-        "native_bf16": device.type == "cuda" or bool(set(cpu_flags()) & {"avx512_bf16", "amx_bf16"}),
+        "native_bf16": device.type == "cuda" or native_bf16("cpu"),
         "load_avg_start": [round(v, 2) for v in os.getloadavg()],
         "gpu_available": torch.cuda.is_available(),
         "torch_cluster": WITH_TORCH_CLUSTER,

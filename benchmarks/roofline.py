@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._harness import Context, cpu_flags, time_fn
+from ._harness import Context, native_bf16, time_fn
 
 __all__ = ["run", "gemm_gflops"]
 
@@ -31,7 +31,7 @@ def run(ctx: Context) -> dict[str, Any]:
     n = 256 if ctx.toy else 2048
     rows = [gemm_gflops(ctx, n, torch.float32)]
     notes = [f"FLOPs of one GEMM = 2 n^3 (n = {n}); GFLOP/s from the median time."]
-    native = ctx.device.type == "cuda" or bool(set(cpu_flags()) & {"avx512_bf16", "amx_bf16"})
+    native = ctx.device.type == "cuda" or native_bf16("cpu")
     ctx.shared["native_bf16"] = native
     n16 = n if native else min(n, 128 if ctx.toy else 512)
     rows.append(gemm_gflops(ctx, n16, torch.bfloat16))

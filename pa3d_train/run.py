@@ -53,6 +53,7 @@ from .stages import (
     resolve_freeze_policy,
     stage1_teacher_dim,
     steps_per_epoch,
+    teacher_is_pretrained,
     teacher_targets,
     train_stage1,
     train_stage2,
@@ -99,15 +100,10 @@ def budget_weights(cfg: dict[str, Any]) -> tuple[dict[str, float], str]:
     teacher 0.4: on the L-PSB fold, 2 minutes of it before 3 of Stage 2 scored as Stage 2 alone (49.3 vs 49.0
     instance mIoU, docs/results.md), so most of the budget goes to Stage 2.
     """
-    from pa3d_models import default_weights_path, resolve_teacher_name
-    from pa3d_models.teachers import TEACHERS
-
     weights = {k: float(v) for k, v in cfg["budget_weights"].items() if v is not None}
     if "stage1" in weights:
         return weights, ""
-    name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
-    arch = TEACHERS.get(name, name)
-    if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):
+    if teacher_is_pretrained(cfg):
         weights["stage1"] = 1.0
         return weights, "stage1 weight 1 (pretrained teacher)"
     weights["stage1"] = 0.4

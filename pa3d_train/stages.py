@@ -7,6 +7,7 @@ can compose them differently from :func:`pa3d_train.run`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from .schedule import RunProgress
 
 __all__ = [
     "model_transform",
+    "eval_num_points",
     "build_datasets",
     "TrainingView",
     "make_collate",
@@ -42,6 +44,7 @@ __all__ = [
     "eval_grouping",
     "apply_category_split",
     "resolve_freeze_policy",
+    "teacher_is_pretrained",
     "steps_per_epoch",
 ]
 
@@ -63,6 +66,13 @@ def model_transform(cfg: dict[str, Any], *, train: bool):
     return Compose(steps) if steps else None
 
 
+def eval_num_points(cfg: dict[str, Any]) -> int:
+    """Points per evaluated shape: ``--eval-num-points``, else >= 2,048 on real data (the patch ceiling rises
+    with the resolution) and the training N on the synthetic set."""
+    n = cfg["num_points"]
+    return cfg.get("eval_num_points") or (n if cfg["dataset"] == "synthetic" else max(n, 2048))
+
+
 def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
     """name -> dataset of PartSamples: ``"train"`` (unless the command is ``eval``) plus the evaluation sets.
 
@@ -73,9 +83,7 @@ def build_datasets(cfg: dict[str, Any]) -> dict[str, Any]:
 
     n, opts = cfg["num_points"], dict(cfg["dataset_option"])
     kw = {"seed": cfg["seed"], "num_points": n, **opts}
-    # real data is evaluated at >= 2048 points (the patch ceiling rises with the resolution); synthetic at N
-    eval_n = cfg.get("eval_num_points") or (n if cfg["dataset"] == "synthetic" else max(n, 2048))
-    eval_kw = {**kw, "num_points": eval_n}
+    eval_kw = {**kw, "num_points": eval_num_points(cfg)}
 
     def eval_set(fmt: str, root: Any) -> Any:
         ds = build_dataset(fmt, root, **eval_kw)
@@ -305,20 +313,26 @@ def train_stage1(model: PatchAlign3D, train, cache, cfg: dict[str, Any], *, ctx:
                       teacher=True, text=False, log=log)
 
 
-def resolve_freeze_policy(cfg: dict[str, Any]) -> tuple[str, str]:
-    """``(policy, reason)``: ``--freeze-policy`` as given, or for ``auto`` the paper's freezing when Stage 1
-    distilled a pretrained teacher (``--teacher-weights``, or DINOv2 weights in the default place) and the
-    whole encoder otherwise (a weight-free or random teacher gives Stage 1 too little to freeze on)."""
+def teacher_is_pretrained(cfg: dict[str, Any]) -> bool:
+    """Whether Stage 1 distils a pretrained 2D teacher: ``--teacher-weights`` given, or DINOv2 weights in the
+    default place (the weight-free geometry teacher and a random-weight DINOv2 are not)."""
     from pa3d_models import default_weights_path, resolve_teacher_name
     from pa3d_models.teachers import TEACHERS
 
+    name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
+    arch = TEACHERS.get(name, name)
+    return bool(cfg["teacher_weights"]) or ("dinov2" in arch and default_weights_path(arch).is_file())
+
+
+def resolve_freeze_policy(cfg: dict[str, Any]) -> tuple[str, str]:
+    """``(policy, reason)``: ``--freeze-policy`` as given, or for ``auto`` the paper's freezing when Stage 1
+    distilled a pretrained teacher (:func:`teacher_is_pretrained`) and the whole encoder otherwise (a
+    weight-free or random teacher gives Stage 1 too little to freeze on)."""
     if cfg["freeze_policy"] != "auto":
         return cfg["freeze_policy"], "set by --freeze-policy"
     if cfg.get("init_checkpoint"):
         return "paper", "auto: fine-tuning trained weights (--init-checkpoint) keeps the paper's freezing"
-    name = resolve_teacher_name(cfg["teacher"], cfg["teacher_weights"])
-    arch = TEACHERS.get(name, name)
-    if cfg["teacher_weights"] or ("dinov2" in arch and default_weights_path(arch).is_file()):
+    if teacher_is_pretrained(cfg):
         return "paper", f"auto: Stage 1 distilled the pretrained teacher {cfg['teacher']!r}"
     return "none", (f"auto: Stage 1's teacher {cfg['teacher']!r} has no pretrained weights here, so the whole "
                     "encoder trains")
@@ -401,9 +415,24 @@ def eval_grouping(cfg: dict[str, Any], num_groups: int, group_size: int, num_poi
     return min(num_points, round(num_groups * factor)), min(num_points, round(group_size * factor))
 
 
-def _eval_num_points(cfg: dict[str, Any], name: str) -> int:
-    synthetic = cfg["dataset"] == "synthetic" and (name != "eval" or not (cfg["eval_root"] or cfg["eval_dataset"]))
-    return cfg["num_points"] if synthetic else (cfg.get("eval_num_points") or max(cfg["num_points"], 2048))
+@contextlib.contextmanager
+def _evaluation_grouping(model: PatchAlign3D, cfg: dict[str, Any], name: str):
+    """Within the block the model's grouper uses :func:`eval_grouping` for the set ``name``; its training
+    grouping is restored after (the saved model keeps it)."""
+    # as build_datasets made them: the synthetic held-out sets at the training N, every other set at eval N
+    n = cfg["num_points"] if cfg["dataset"] == "synthetic" and name != "eval" else eval_num_points(cfg)
+    grouper = model.encoder.grouper
+    trained = (grouper.num_groups, grouper.group_size)
+    grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained, n)
+    try:
+        yield grouper
+    finally:
+        grouper.num_groups, grouper.group_size = trained
+
+
+def _eval_transform(cfg: dict[str, Any], name: str):
+    """What an evaluated sample goes through: nothing for the synthetic held-out sets (already centred)."""
+    return None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
 
 
 def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank: TextBank, cfg: dict[str, Any],
@@ -415,36 +444,33 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
     references: dict[str, dict[str, Any]] = {}
     for run, model in models.items():
         results[run] = {}
-        grouper = model.encoder.grouper
-        trained_gk = (grouper.num_groups, grouper.group_size)
         for name, ds in eval_sets.items():
-            grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained_gk, _eval_num_points(cfg, name))
-            primary = run == first_run
-            transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
-            if cfg.get("baselines", True) and name not in references:
-                references[name] = reference_baselines(
-                    ds, num_groups=model.encoder.grouper.num_groups, group_size=model.encoder.grouper.group_size,
-                    transform=transform, assign=cfg["assign"], convention=cfg["iou_convention"])
-                ref = references[name]
-                say(f"  [reference] {name}: patch ceiling {100 * ref['patch_ceiling']['instance_miou']:.1f}, "
-                    f"one label {100 * ref['one_label']['instance_miou']:.1f} (instance mIoU; "
-                    f"N={ds[0].num_points}, G={model.encoder.grouper.num_groups}, "
-                    f"K={model.encoder.grouper.group_size})")
-            results[run][name] = summary = evaluate_segmentation(
-                model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
-                transform=transform,
-                convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
-                predictions_dir=out / "predictions" if primary and name == first_set else None,
-            )
-            if name in references:
-                summary["baselines"] = {k: {m: v[m] for m in ("instance_miou", "category_miou", "per_category")}
-                                        for k, v in references[name].items()}
-                summary["baselines"]["num_points"] = int(ds[0].num_points)
-            say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
-                f"category mIoU {100 * summary['category_miou']:.1f} (G={grouper.num_groups}, "
-                f"K={grouper.group_size})")
-            summary["num_groups"], summary["group_size"] = grouper.num_groups, grouper.group_size
-        grouper.num_groups, grouper.group_size = trained_gk  # the saved model keeps its training grouping
+            with _evaluation_grouping(model, cfg, name) as grouper:  # patches of the training extent
+                primary = run == first_run
+                transform = _eval_transform(cfg, name)
+                if cfg.get("baselines", True) and name not in references:
+                    references[name] = reference_baselines(
+                        ds, num_groups=grouper.num_groups, group_size=grouper.group_size,
+                        transform=transform, assign=cfg["assign"], convention=cfg["iou_convention"])
+                    ref = references[name]
+                    say(f"  [reference] {name}: patch ceiling {100 * ref['patch_ceiling']['instance_miou']:.1f}, "
+                        f"one label {100 * ref['one_label']['instance_miou']:.1f} (instance mIoU; "
+                        f"N={ds[0].num_points}, G={grouper.num_groups}, "
+                        f"K={grouper.group_size})")
+                results[run][name] = summary = evaluate_segmentation(
+                    model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
+                    transform=transform,
+                    convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
+                    predictions_dir=out / "predictions" if primary and name == first_set else None,
+                )
+                if name in references:
+                    summary["baselines"] = {k: {m: v[m] for m in ("instance_miou", "category_miou", "per_category")}
+                                            for k, v in references[name].items()}
+                    summary["baselines"]["num_points"] = int(ds[0].num_points)
+                say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
+                    f"category mIoU {100 * summary['category_miou']:.1f} (G={grouper.num_groups}, "
+                    f"K={grouper.group_size})")
+                summary["num_groups"], summary["group_size"] = grouper.num_groups, grouper.group_size
     return results
 
 
@@ -458,22 +484,17 @@ def estimate_eval_seconds(model: PatchAlign3D, datasets: dict[str, Any], bank: T
     import time
 
     seconds = 15.0  # figures, report, metrics files
-    grouper = model.encoder.grouper
-    trained_gk = (grouper.num_groups, grouper.group_size)
     for name, ds in datasets.items():
         if name == "train" or len(ds) == 0:
             continue
-        transform = None if cfg["dataset"] == "synthetic" and name != "eval" else model_transform(cfg, train=False)
-        grouper.num_groups, grouper.group_size = eval_grouping(cfg, *trained_gk, _eval_num_points(cfg, name))
-
-        kw = {"candidates": eval_candidates(datasets, name), "assign": cfg["assign"], "transform": transform,
-              "convention": cfg["iou_convention"]}
-        evaluate_segmentation(model.eval(), [ds[0]], bank, **kw)  # warm-up: first calls allocate what others reuse
-        idx = list(range(min(1, len(ds) - 1), min(1 + sample, len(ds))))
-        t0 = time.monotonic()
-        evaluate_segmentation(model, [ds[i] for i in idx], bank, **kw)
-        per_shape = (time.monotonic() - t0) / len(idx)
-        # each model reads and segments every shape; the reference points read and group them once more
-        seconds += per_shape * len(ds) * (num_models + (1 if cfg.get("baselines", True) else 0))
-    grouper.num_groups, grouper.group_size = trained_gk
+        with _evaluation_grouping(model, cfg, name):
+            kw = {"candidates": eval_candidates(datasets, name), "assign": cfg["assign"],
+                  "transform": _eval_transform(cfg, name), "convention": cfg["iou_convention"]}
+            evaluate_segmentation(model.eval(), [ds[0]], bank, **kw)  # warm-up: first calls allocate what others reuse
+            idx = list(range(min(1, len(ds) - 1), min(1 + sample, len(ds))))
+            t0 = time.monotonic()
+            evaluate_segmentation(model, [ds[i] for i in idx], bank, **kw)
+            per_shape = (time.monotonic() - t0) / len(idx)
+            # each model reads and segments every shape; the reference points read and group them once more
+            seconds += per_shape * len(ds) * (num_models + (1 if cfg.get("baselines", True) else 0))
     return 1.5 * seconds
