@@ -92,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "eval_categories": [],
     "split_file": None,
     "eval_num_points": None,
+    "eval_votes": 1,
     "baselines": True,
     "seeds": None,
     "label_noise": 0.0,
@@ -303,6 +304,9 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
                    help="all: also train Stage 2 alone (no Stage 1) on the same data, for comparison "
                         "(default: on the synthetic demo, off on real data, where it would halve the budget)")
     g.add_argument("--assign", choices=["nearest", "membership", "idw"], help="patch -> point assignment")
+    g.add_argument("--eval-votes", type=int,
+                   help="segmentation passes per evaluated shape, each over the points in another order (other "
+                        "patch centres), similarities averaged; 1 = the official single pass")
     g.add_argument("--iou-convention", choices=["strict", "patchalign3d", "find3d", "pointnet"])
     g.add_argument("--figures", type=int, help="shapes drawn in the figures")
     return p
@@ -498,6 +502,8 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{_flag(key)} must be >= 1, got {cfg[key]}")
     if cfg["teacher_size"] % 14:
         raise ConfigError(f"--teacher-size must be a multiple of 14 (the DINOv2 patch), got {cfg['teacher_size']}")
+    if not isinstance(cfg["eval_votes"], int) or isinstance(cfg["eval_votes"], bool) or cfg["eval_votes"] < 1:
+        raise ConfigError(f"--eval-votes must be an int >= 1, got {cfg['eval_votes']!r}")
     for key in ("num_workers", "figures"):
         if cfg[key] < 0:
             raise ConfigError(f"{_flag(key)} must be >= 0, got {cfg[key]}")

@@ -335,7 +335,9 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
     notes = [
         f"dataset: {cfg['dataset']}; model: {cfg['model']}; text encoder: {report['text_encoder']}",
         f"Stage-1 teacher: {report.get('teacher') or 'not run (weights from a checkpoint)'}",
-        f"IoU convention: {cfg['iou_convention']}; patch -> point assignment: {cfg['assign']}",
+        f"IoU convention: {cfg['iou_convention']}; patch -> point assignment: {cfg['assign']}; "
+        + (f"{cfg['eval_votes']} votes per shape (passes over reordered points, similarities averaged)"
+           if cfg.get("eval_votes", 1) > 1 else "one pass per shape"),
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
         "training precision: {}; evaluation in float32".format(
             "none (eval)" if cfg["command"] == "eval" else

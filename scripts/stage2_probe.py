@@ -7,8 +7,12 @@ evaluation resolution. One JSON line on stdout. This is how the defaults of issu
     python scripts/stage2_probe.py 180 --dataset lpsb --train-root ../shared/data/lpsb --train-split first_half \\
         --init-bias -10 --amp none                                   # the previous defaults
 
-Every recipe flag is accepted (recipes/configs/default.yaml < flags); a --train-split is needed so that the
-held-out half exists.
+    python scripts/stage2_probe.py 180 --dataset lpsb --train-root ../shared/data/lpsb \\
+        --eval-categories Bird,Cup,Octopus,Teddy                     # cross-category: unseen categories only
+
+Every recipe flag is accepted (recipes/configs/default.yaml < flags); a --train-split (the held-out half is
+scored, and the trained-on half) or a category split (--eval-categories / --train-categories / --split-file:
+the evaluated categories are scored) is needed so that held-out shapes exist.
 """
 
 from __future__ import annotations
@@ -44,8 +48,10 @@ def main(argv: list[str]) -> int:
         return 2
     seconds = float(argv[0])
     cfg = resolve_config(["all", *argv[1:]], config_dir=ROOT / "recipes" / "configs")
-    if not cfg["train_split"]:
-        print("stage2_probe: pass --train-split first_half (or second_half)", file=sys.stderr)
+    split = cfg["eval_categories"] or cfg["train_categories"] or cfg["split_file"]
+    if not cfg["train_split"] and not split:
+        print("stage2_probe: pass --train-split first_half (or second_half), or a category split "
+              "(--eval-categories ...)", file=sys.stderr)
         return 2
     cfg.update(stage2_epochs=None, resume=False)
     ctx = init_distributed(cfg["device"])
@@ -61,20 +67,25 @@ def main(argv: list[str]) -> int:
         train_seconds = time.monotonic() - t0
     steps = sum(row.get("steps", 0) for row in result.history)
     eval_n = sets["eval"][0].num_points
-    raw = build_dataset(cfg["dataset"], cfg["train_root"], seed=cfg["seed"], num_points=eval_n,
-                        **dict(cfg["dataset_option"]))
-    raw.allow_fewer = True
-    first, second = split_by_category(raw)
-    trained_on = first if cfg["train_split"] == "first_half" else second
+    scored = {"held_out": sets["eval"]}
+    if cfg["train_split"]:
+        raw = build_dataset(cfg["dataset"], cfg["train_root"], seed=cfg["seed"], num_points=eval_n,
+                            **dict(cfg["dataset_option"]))
+        raw.allow_fewer = True
+        first, second = split_by_category(raw)
+        scored["trained_on"] = first if cfg["train_split"] == "first_half" else second
     grouper = model.encoder.grouper
     trained = (grouper.num_groups, grouper.group_size)
     scores = {}
     for gk in (trained, eval_grouping(cfg, *trained, eval_n)):
         grouper.num_groups, grouper.group_size = gk
-        for name, ds in (("trained_on", trained_on), ("held_out", sets["eval"])):
+        for name, ds in scored.items():
             summary = evaluate_segmentation(model.eval(), ds, bank, transform=model_transform(cfg, train=False),
                                             candidates=eval_candidates({"train": sets["train"], "eval": ds}, "eval"))
             scores[f"{name}@G{gk[0]}K{gk[1]}"] = round(100 * summary["instance_miou"], 1)
+            if split and name == "held_out":
+                scores[f"per_category@G{gk[0]}K{gk[1]}"] = {
+                    c: round(100 * v, 1) for c, v in summary["per_category"].items()}
     scale, bias = model.logit()
     print(json.dumps({"args": argv, "train_seconds": round(train_seconds), "steps": steps,
                       "final_loss": round(result.history[-1]["loss"], 4), "logit_scale": round(float(scale), 2),

@@ -8,6 +8,8 @@ import struct
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pa3d_data import (
     DATASETS,
@@ -169,6 +171,22 @@ def test_lpsb_loader(tmp_path):
     assert LPSBDataset(root, categories=["Cup"])[0].label_names == ["body", "handle"]
     with pytest.raises(DataFormatError, match=r"categories \['Plane'\] not found"):
         LPSBDataset(root, categories=["Plane"])
+
+
+@settings(max_examples=10, deadline=None)
+@given(epoch=st.integers(1, 10_000))
+def test_lpsb_training_epochs_resample_the_surface_evaluation_keeps_one_sample(tmp_path_factory, epoch):
+    root = tmp_path_factory.mktemp("lpsb") / "LabeledDB_new"
+    write_lpsb(root, "Chair", "2", [("support", [1, 2]), ("backsupport", [3])])
+    ds = LPSBDataset(root, num_points=200)
+    fixed = ds[0]
+    ds.set_epoch(epoch)
+    fresh = ds[0]
+    assert not torch.equal(fresh.points, fixed.points)  # another surface sample this epoch
+    assert torch.equal(fresh.labels == 0, fresh.points[:, 2] > 0.5)  # labels still follow the faces
+    assert torch.equal(ds[0].points, fresh.points)  # seeded by (seed, epoch, index)
+    ds.set_epoch(0)
+    assert torch.equal(ds[0].points, fixed.points)  # epoch 0 (evaluation sets) is the fixed sample
 
 
 def test_lpsb_bad_input(tmp_path):

@@ -124,8 +124,17 @@ def test_debug_shows_the_traceback(tmp_path):
         main([*TINY, "--train-shapes", "0", "--debug", "--out", str(tmp_path / "o")])
 
 
-def test_a_loss_from_the_users_module(tmp_path, monkeypatch):
+def test_a_loss_from_the_users_module(tmp_path, monkeypatch, request):
+    import sys
+
+    from pa3d_losses import LOSSES
+
     monkeypatch.chdir(tmp_path)
+
+    def forget_the_user_s_module():  # other tests in this process see the library's losses only
+        LOSSES.pop("registered_by_user_test", None)
+        sys.modules.pop("user_losses_for_test", None)
+    request.addfinalizer(forget_the_user_s_module)
     Path("user_losses_for_test.py").write_text(textwrap.dedent("""
         import torch
         from pa3d_losses import register_loss
