@@ -29,7 +29,7 @@ lint: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests $(PACKAGES) --doctest-modules --durations=15
+	$(PY) -m pytest tests $(PACKAGES) --doctest-modules --durations=15 -n auto --dist loadscope
 	$(PY) -m mkdocs build --strict --quiet --site-dir .site
 
 demo: setup-demo
