@@ -48,7 +48,7 @@ from .engine import (
     seed_everything,
     set_rng_state,
 )
-from .evaluate import Candidates, evaluate_segmentation, write_prediction
+from .evaluate import Candidates, evaluate_segmentation, segment_votes, write_prediction
 from .finetune import check_init_checkpoint, finetune_markdown, finetune_summary, frozen_copy, init_for_finetuning
 from .metrics import (
     IOU_CONVENTIONS,
@@ -159,6 +159,7 @@ __all__ = [
     # evaluation and metrics
     "Candidates",
     "evaluate_segmentation",
+    "segment_votes",
     "write_prediction",
     "IOU_CONVENTIONS",
     "SegmentationMeter",

@@ -56,6 +56,7 @@ def segment_votes(
     *,
     votes: int = 8,
     assign: str = "nearest",
+    k: int = 3,
     seed: int | Sequence[int] = 0,
 ) -> torch.Tensor:
     """Mean per-point similarities of ``votes`` segmentation passes over one shape, each over its points in
@@ -74,6 +75,7 @@ def segment_votes(
         text: a text encoder, a :class:`~pa3d_models.TextBank` or the ``(L, D)`` embeddings.
         votes: passes (1 = the model's own single pass).
         assign: patch -> point assignment of each pass.
+        k: neighbours for ``assign="idw"``.
         seed: an int or a tuple of ints seeding the orders.
 
     Returns:
@@ -99,7 +101,8 @@ def segment_votes(
             order = None
         else:
             order = torch.randperm(points.shape[0], generator=item_generator(*seeds, v)).to(points.device)
-        sims = model.segment(points if order is None else points[order], part_names, text, assign=assign).similarities
+        sims = model.segment(points if order is None else points[order], part_names, text, assign=assign,
+                             k=k).similarities
         if order is not None:
             sims = torch.empty_like(sims).index_copy_(0, order, sims)
         total = sims.float() if total is None else total + sims.float()

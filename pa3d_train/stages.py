@@ -499,6 +499,9 @@ def estimate_eval_seconds(model: PatchAlign3D, datasets: dict[str, Any], bank: T
             t0 = time.monotonic()
             evaluate_segmentation(model, [ds[i] for i in idx], bank, **kw)
             per_shape = (time.monotonic() - t0) / len(idx)
-            # each model reads and segments every shape; the reference points read and group them once more
-            seconds += per_shape * len(ds) * (num_models + (1 if cfg.get("baselines", True) else 0))
+            # each model reads and segments every shape (votes passes each); the reference points read and group
+            # them once more, about one pass
+            votes = kw["votes"]
+            reference = per_shape / votes if cfg.get("baselines", True) else 0.0
+            seconds += len(ds) * (per_shape * num_models + reference)
     return 1.5 * seconds

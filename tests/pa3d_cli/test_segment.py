@@ -204,6 +204,26 @@ def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
     assert set(map(tuple, data["rgb"])) == {(170, 170, 170)}
 
 
+def test_cli_votes_average_passes_over_other_patch_centres(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt"
+    create_model("patchalign3d_tiny").save_pretrained(ckpt)
+    pts = toy_shape(600, torch.Generator().manual_seed(1))[0].numpy()
+    np.save(tmp_path / "toy.npy", pts)
+    written = {}
+    for votes in (1, 4):
+        out = tmp_path / f"toy{votes}.npz"
+        rc = main(["segment", str(tmp_path / "toy.npy"), "--parts", "cap,stem", "--checkpoint", str(ckpt),
+                   "--text-model", "fixed:64", "--output", str(out), "--num-points", "256",
+                   "--votes", str(votes)])
+        assert rc == 0, capsys.readouterr().err
+        written[votes] = dict(np.load(out))
+    one, four = written[1], written[4]
+    assert one["points"].shape == four["points"].shape == (600, 3)
+    assert four["labels"].shape == (600,) and set(np.unique(four["labels"])) <= {0, 1}
+    assert not np.array_equal(one["similarities"], four["similarities"])  # other patches in the other passes
+
+
 @pytest.mark.parametrize(
     "case, match",
     [
@@ -222,6 +242,7 @@ def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
         ("fixed_neg", "fixed:DIM needs a positive integer DIM, got 'fixed:-4'"),
         ("fixed_zero", "fixed:DIM needs a positive integer DIM, got 'fixed:0'"),
         ("min_score_nan", "--min-score must be a finite number"),
+        ("votes_zero", "--votes must be an int >= 1, got 0"),
         ("bad_suffix", "--output must end in .glb, .ply or .npz"),
         ("output_is_input", "refusing to overwrite the input"),
         ("png_is_input", "refusing to overwrite the input"),
@@ -279,6 +300,8 @@ def test_cli_bad_input_is_a_clear_error_and_writes_nothing(case, match, tmp_path
         text_model = {"fixed_abc": "fixed:abc", "fixed_neg": "fixed:-4", "fixed_zero": "fixed:0"}[case]
     elif case == "min_score_nan":
         extra += ["--min-score", "nan"]
+    elif case == "votes_zero":
+        extra += ["--votes", "0"]
     elif case == "bad_suffix":
         out = tmp_path / "out.txt"
     elif case == "output_is_input":

@@ -16,7 +16,7 @@ from pa3d_train.evaluate import evaluate_segmentation, segment_votes
 class PointwiseModel:
     """Similarities of a point depend on its coordinates only (not on the order the points come in)."""
 
-    def segment(self, points, part_names, text, *, assign="nearest"):
+    def segment(self, points, part_names, text, *, assign="nearest", k=3):
         sims = torch.stack([points[:, 0], points[:, 1] - points[:, 2]], dim=1)[:, : len(part_names)]
         return SegmentResult(sims.argmax(1), sims.amax(1), sims)
 
@@ -24,7 +24,7 @@ class PointwiseModel:
 class FirstPointModel:
     """Marks the point that comes first (where farthest-point sampling starts): similarity 1 there, else 0."""
 
-    def segment(self, points, part_names, text, *, assign="nearest"):
+    def segment(self, points, part_names, text, *, assign="nearest", k=3):
         sims = torch.zeros(points.shape[0], len(part_names))
         sims[0] = 1.0
         return SegmentResult(sims.argmax(1), sims.amax(1), sims)
