@@ -367,7 +367,8 @@ def train_stage2(stage: str, model: PatchAlign3D, train, bank: TextBank, cache, 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def load_for_eval(cfg: dict[str, Any], bank: TextBank) -> PatchAlign3D:
-    """The model ``eval`` scores: ``--checkpoint`` (a save_pretrained folder or an official ``.pt``)."""
+    """The model ``eval`` scores: ``--checkpoint`` (a save_pretrained folder or an official ``.pt``), at its own
+    patch grouping unless ``--num-groups`` / ``--group-size`` name another."""
     from pa3d_models import load_official_checkpoint
 
     ckpt = cfg["checkpoint"] or str(Path(cfg["out"]) / "stage2" / "model")
@@ -376,7 +377,14 @@ def load_for_eval(cfg: dict[str, Any], bank: TextBank) -> PatchAlign3D:
         raise ValueError(f"--checkpoint {ckpt} does not exist")
     try:
         grouping = {k: cfg[k] for k in ("num_groups", "group_size") if cfg[k]}
-        model = PatchAlign3D.from_pretrained(path) if path.is_dir() else load_official_checkpoint(path, **grouping)
+        if path.is_dir():
+            model = PatchAlign3D.from_pretrained(path)
+            # the grouping shapes no weight: --num-groups / --group-size evaluate a saved model at another one
+            grouper = model.encoder.grouper
+            grouper.num_groups = grouping.get("num_groups", grouper.num_groups)
+            grouper.group_size = grouping.get("group_size", grouper.group_size)
+        else:
+            model = load_official_checkpoint(path, **grouping)
     except (ValueError, OSError):
         raise
     except Exception as exc:  # a damaged file raises many types

@@ -74,3 +74,16 @@ def test_eval_estimate_times_every_evaluation_set_and_leaves_the_model_as_it_was
     seconds = estimate_eval_seconds(model, sets, bank, cfg, num_models=2)
     assert seconds >= 1.5 * 15.0 and seconds < 1e4
     assert (model.encoder.grouper.num_groups, model.encoder.grouper.group_size) == (8, 8)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [({}, (32, 16)), ({"num_groups": 64, "group_size": 24}, (64, 24)),
+                                                 ({"group_size": 8}, (32, 8))])
+def test_eval_scores_a_saved_model_at_its_own_grouping_unless_told(tmp_path, flags, expected):
+    from pa3d_models import FixedTextEncoder, TextBank, create_model
+    from pa3d_train.stages import load_for_eval
+
+    create_model("patchalign3d_tiny").save_pretrained(tmp_path / "model")
+    cfg = {"checkpoint": str(tmp_path / "model"), "out": str(tmp_path), "num_groups": None, "group_size": None,
+           "text_model": "fixed:64", **flags}
+    model = load_for_eval(cfg, TextBank.build(["leg"], FixedTextEncoder(dim=64)))
+    assert (model.encoder.grouper.num_groups, model.encoder.grouper.group_size) == expected
