@@ -13,12 +13,9 @@ from hypothesis import HealthCheck, settings
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
+    torch.set_num_threads(1)
 
 # Tests never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -47,6 +47,11 @@ def write_prediction(
     return atomic_write_bytes(Path(directory) / str(category) / f"{safe_id}.npz", buf.getvalue())
 
 
+def _check_votes(votes: Any) -> None:
+    if not isinstance(votes, int) or isinstance(votes, bool) or votes < 1:
+        raise ValueError(f"votes must be an int >= 1, got {votes!r}")
+
+
 @torch.no_grad()
 def segment_votes(
     model: torch.nn.Module,
@@ -90,8 +95,7 @@ def segment_votes(
     """
     from pa3d_data.base import item_generator
 
-    if not isinstance(votes, int) or isinstance(votes, bool) or votes < 1:
-        raise ValueError(f"votes must be an int >= 1, got {votes!r}")
+    _check_votes(votes)
     if not torch.is_tensor(points) or points.dim() != 2 or points.shape[-1] != 3:
         raise ValueError(f"points must be one shape (N, 3), got {getattr(points, 'shape', type(points).__name__)}")
     seeds = tuple(seed) if isinstance(seed, (tuple, list)) else (int(seed),)
@@ -160,8 +164,7 @@ def evaluate_segmentation(
         tqdm = require("tqdm.auto", "evaluate(progress=True)", extra="train").tqdm
 
         iterator = tqdm(samples, desc="eval", unit="shape", dynamic_ncols=True)
-    if not isinstance(votes, int) or isinstance(votes, bool) or votes < 1:
-        raise ValueError(f"votes must be an int >= 1, got {votes!r}")
+    _check_votes(votes)
     for index, sample in enumerate(iterator):
         if candidates is not None and sample.category in candidates:
             names, prompts = (list(x) for x in candidates[sample.category])

@@ -448,6 +448,7 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
     """Every model on every evaluation set; predictions (the first model, first set) and examples kept."""
     eval_sets = {k: v for k, v in datasets.items() if k != "train"}
     first_run, first_set = next(iter(models)), next(iter(eval_sets))
+    votes = cfg.get("eval_votes", 1)
     results: dict[str, dict[str, Any]] = {}
     references: dict[str, dict[str, Any]] = {}
     for run, model in models.items():
@@ -469,14 +470,13 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
                     model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
                     transform=transform,
                     convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
-                    votes=cfg.get("eval_votes", 1),
+                    votes=votes,
                     predictions_dir=out / "predictions" if primary and name == first_set else None,
                 )
                 if name in references:
                     summary["baselines"] = {k: {m: v[m] for m in ("instance_miou", "category_miou", "per_category")}
                                             for k, v in references[name].items()}
                     summary["baselines"]["num_points"] = int(ds[0].num_points)
-                votes = cfg.get("eval_votes", 1)
                 say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
                     f"category mIoU {100 * summary['category_miou']:.1f} (G={grouper.num_groups}, "
                     f"K={grouper.group_size}" + (f", {votes} votes)" if votes > 1 else ")"))

@@ -184,12 +184,18 @@ def test_cli_writes_the_whole_penguin_mesh(shared_data, tmp_path, capsys):
     np.testing.assert_allclose(data["xyz"], mesh.vertices, atol=1e-12)
 
 
-def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
+def _saved_tiny_model_and_toy_cloud(tmp_path):
+    """A random tiny model saved at ``tmp_path/ckpt`` and a 600-point toy cloud saved as ``tmp_path/toy.npy``."""
     torch.manual_seed(0)
     ckpt = tmp_path / "ckpt"
     create_model("patchalign3d_tiny").save_pretrained(ckpt)
     pts = toy_shape(600, torch.Generator().manual_seed(1))[0].numpy()
     np.save(tmp_path / "toy.npy", pts)
+    return ckpt, pts
+
+
+def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
+    ckpt, pts = _saved_tiny_model_and_toy_cloud(tmp_path)
     out = tmp_path / "toy.ply"
     rc = main(["segment", str(tmp_path / "toy.npy"), "--parts", "cap,stem", "--checkpoint", str(ckpt),
                "--text-model", "fixed:64", "--output", str(out), "--min-score", "0.99", "--swap-yz",
@@ -205,11 +211,7 @@ def test_cli_with_a_checkpoint_and_a_point_cloud(tmp_path, capsys):
 
 
 def test_cli_votes_average_passes_over_other_patch_centres(tmp_path, capsys):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "ckpt"
-    create_model("patchalign3d_tiny").save_pretrained(ckpt)
-    pts = toy_shape(600, torch.Generator().manual_seed(1))[0].numpy()
-    np.save(tmp_path / "toy.npy", pts)
+    ckpt, _ = _saved_tiny_model_and_toy_cloud(tmp_path)
     written = {}
     for votes in (1, 4):
         out = tmp_path / f"toy{votes}.npz"
