@@ -19,6 +19,7 @@ from .others import (
 from .partnet import PartNetDataset, PartNetEDataset, partnet_node_names
 from .readers import (
     Mesh,
+    SurfaceSampler,
     read_mesh,
     read_obj,
     read_off,
@@ -126,7 +127,7 @@ __all__ = [
     "SCANOBJECTNN_PART_REMAP",
     # readers
     "read_shape", "read_mesh", "read_off", "read_obj", "read_points", "read_pcd", "read_ply", "read_table",
-    "sample_surface", "Mesh",
+    "sample_surface", "SurfaceSampler", "Mesh",
     # sampling
     "random_indices", "fps_indices", "mask_aware_indices", "random_sample", "fps_sample", "mask_aware_sample",
     "RandomSample", "FPSSample", "MaskAwareSample",

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .base import PartDataset, item_generator
-from .readers import read_off, sample_surface
+from .readers import SurfaceSampler, read_off
 from .sample import DataFormatError, PartSample
 
 __all__ = ["LPSBDataset", "read_lpsb_labels", "LPSB_CATEGORIES", "LPSB_TEXT_MAP"]
@@ -175,27 +175,31 @@ class LPSBDataset(PartDataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _read(self, off: Path, lab: Path):
-        # parsing an OFF file dominates an epoch over L-PSB; meshes are small, so keep them once read
+    def _read(self, cat: str, off: Path, lab: Path):
+        # parsing an OFF file dominates an epoch over L-PSB; meshes are small, so keep them once read, with
+        # their surface sampler (per-triangle areas) and per-face labels, as training resamples them every epoch
         if off not in self._meshes:
             mesh = read_off(off)
             if len(mesh.faces) == 0:
                 raise DataFormatError(off, "mesh has no faces")
             num_faces = int(mesh.face_index.max()) + 1 if len(mesh.face_index) else 0
-            self._meshes[off] = (mesh, num_faces, read_lpsb_labels(lab, num_faces))
+            parts = read_lpsb_labels(lab, num_faces)
+            names = self.label_names[cat]
+            face_label = np.full(num_faces, -1, dtype=np.int64)
+            for name, ids in parts.items():
+                face_label[ids] = names.index(name)
+            self._meshes[off] = (mesh, num_faces, torch.from_numpy(face_label), torch.from_numpy(mesh.face_index),
+                                 SurfaceSampler(mesh.vertices, mesh.faces, path=off))
         return self._meshes[off]
 
     def load(self, index: int) -> PartSample:
         cat, off, lab = self.items[index]
-        mesh, num_faces, parts = self._read(off, lab)
+        mesh, num_faces, face_label, face_index, sampler = self._read(cat, off, lab)
         names = self.label_names[cat]
-        face_label = np.full(num_faces, -1, dtype=np.int64)
-        for name, ids in parts.items():
-            face_label[ids] = names.index(name)
         # epoch 0 (every evaluation set) keeps the fixed sample; later training epochs draw a new one
         g = item_generator(self.seed, index) if self.epoch == 0 else item_generator(self.seed, self.epoch, index)
-        points, tri, normals = sample_surface(mesh.vertices, mesh.faces, self.points_per_shape, generator=g, path=off)
-        file_face = torch.from_numpy(mesh.face_index)[tri]
-        labels = torch.from_numpy(face_label)[file_face]
+        points, tri, normals = sampler.sample(self.points_per_shape, generator=g)
+        file_face = face_index[tri]
+        labels = face_label[file_face]
         return PartSample(points, labels, names, cat, off.stem, normals=normals,
                           meta={"path": str(off), "point_face_ids": file_face, "num_faces": num_faces})

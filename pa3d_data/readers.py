@@ -29,6 +29,7 @@ __all__ = [
     "read_ply",
     "read_table",
     "sample_surface",
+    "SurfaceSampler",
     "MESH_SUFFIXES",
     "POINT_SUFFIXES",
 ]
@@ -209,6 +210,63 @@ def read_mesh(path: str | Path) -> Mesh:
     return Mesh(np.asarray(mesh.vertices, dtype=np.float64), faces, np.arange(len(faces), dtype=np.int64))
 
 
+class SurfaceSampler:
+    """Area-weighted uniform samples on one triangle mesh's surface, with the per-triangle work done once.
+
+    The triangles' areas are computed when the sampler is built, so each :meth:`sample` costs the draw and
+    the work on the drawn triangles only, not on every triangle of the mesh: a dataset that resamples its
+    meshes every epoch keeps one sampler per mesh. :func:`sample_surface` is
+    ``SurfaceSampler(vertices, faces).sample(num_points)``: the same draws from the same generator give the
+    same points.
+
+    Args:
+        vertices: `(V, 3)` vertex coordinates.
+        faces: `(F, 3)` vertex indices.
+        path: the mesh's file, named in errors.
+
+    Raises:
+        DataFormatError: the mesh has no faces, or zero (or non-finite) surface area.
+
+    Examples:
+        >>> v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+        >>> sampler = SurfaceSampler(v, torch.tensor([[0, 1, 2]]))
+        >>> pts, fid, nrm = sampler.sample(4, generator=torch.Generator().manual_seed(0))
+        >>> pts.shape, fid.tolist(), sampler.num_faces
+        (torch.Size([4, 3]), [0, 0, 0, 0], 1)
+    """
+
+    def __init__(self, vertices: np.ndarray | torch.Tensor, faces: np.ndarray | torch.Tensor, *,
+                 path: str | Path = "<mesh>") -> None:
+        v = torch.as_tensor(np.asarray(vertices), dtype=torch.float64)
+        f = torch.as_tensor(np.asarray(faces), dtype=torch.long).reshape(-1, 3)
+        if f.shape[0] == 0:
+            raise DataFormatError(path, "mesh has no faces to sample points from")
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        double_area = torch.linalg.cross(b - a, c - a).norm(dim=1)
+        if not bool(torch.isfinite(double_area).all()) or float(double_area.sum()) <= 0:
+            raise DataFormatError(path, "mesh has zero (or non-finite) surface area")
+        self._vertices, self._faces, self._double_area = v, f, double_area  # F floats kept, not F corners
+
+    @property
+    def num_faces(self) -> int:
+        return int(self._double_area.shape[0])
+
+    def sample(self, num_points: int, *, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`num_points` samples: `points (N, 3)` float32, `face_ids (N,)` long and `normals (N, 3)` float32."""
+        if num_points < 1:
+            raise ValueError(f"num_points must be a positive int, got {num_points}")
+        face_ids = torch.multinomial(self._double_area, num_points, replacement=True, generator=generator)
+        uv = torch.rand(num_points, 2, generator=generator, dtype=torch.float64)
+        su = uv[:, :1].sqrt()
+        w0, w1, w2 = 1 - su, su * (1 - uv[:, 1:]), su * uv[:, 1:]
+        tri = self._faces[face_ids]
+        a, b, c = self._vertices[tri[:, 0]], self._vertices[tri[:, 1]], self._vertices[tri[:, 2]]
+        points = w0 * a + w1 * b + w2 * c
+        normals = torch.linalg.cross(b - a, c - a) / self._double_area[face_ids].clamp_min(1e-30).unsqueeze(1)
+        return points.float(), face_ids, normals.float()
+
+
 def sample_surface(
     vertices: np.ndarray | torch.Tensor,
     faces: np.ndarray | torch.Tensor,
@@ -217,7 +275,8 @@ def sample_surface(
     generator: torch.Generator | None = None,
     path: str | Path = "<mesh>",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Area-weighted uniform samples on a triangle mesh's surface.
+    """Area-weighted uniform samples on a triangle mesh's surface (a one-off :class:`SurfaceSampler`; keep a
+    sampler to draw from the same mesh again).
 
     Args:
         vertices: `(V, 3)` vertex coordinates.
@@ -236,24 +295,9 @@ def sample_surface(
         >>> pts.shape, bool((pts[:, :2].sum(1) <= 1).all()), nrm[0].tolist()
         (torch.Size([5, 3]), True, [0.0, 0.0, 1.0])
     """
-    v = torch.as_tensor(np.asarray(vertices), dtype=torch.float64)
-    f = torch.as_tensor(np.asarray(faces), dtype=torch.long).reshape(-1, 3)
-    if f.shape[0] == 0:
-        raise DataFormatError(path, "mesh has no faces to sample points from")
-    if num_points < 1:
+    if num_points < 1:  # before the per-triangle work
         raise ValueError(f"num_points must be a positive int, got {num_points}")
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cross = torch.linalg.cross(b - a, c - a)
-    double_area = cross.norm(dim=1)
-    if not bool(torch.isfinite(double_area).all()) or float(double_area.sum()) <= 0:
-        raise DataFormatError(path, "mesh has zero (or non-finite) surface area")
-    face_ids = torch.multinomial(double_area, num_points, replacement=True, generator=generator)
-    uv = torch.rand(num_points, 2, generator=generator, dtype=torch.float64)
-    su = uv[:, :1].sqrt()
-    w0, w1, w2 = 1 - su, su * (1 - uv[:, 1:]), su * uv[:, 1:]
-    points = w0 * a[face_ids] + w1 * b[face_ids] + w2 * c[face_ids]
-    normals = cross[face_ids] / double_area[face_ids].clamp_min(1e-30).unsqueeze(1)
-    return points.float(), face_ids, normals.float()
+    return SurfaceSampler(vertices, faces, path=path).sample(num_points, generator=generator)
 
 
 # --- point formats -------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pa3d_data import (
     PartNetEDataset,
     ScanObjectNNPartDataset,
     ShapeNetPartDataset,
+    SurfaceSampler,
     build_dataset,
     default_data_root,
     read_lpsb_labels,
@@ -31,6 +32,7 @@ from pa3d_data import (
     read_ply,
     read_points,
     read_shape,
+    sample_surface,
 )
 
 # A unit square in z = 0 made of two triangles, plus a triangle above it in z = 1.
@@ -76,6 +78,52 @@ def test_read_shape_samples_meshes_with_face_ids(tmp_path):
     # area-weighted: the square (area 1) gets about twice the points of the triangle (area 0.5)
     assert 0.2 < on_top.float().mean().item() < 0.45
     assert torch.equal(read_shape(tmp_path / "a.off", num_points=500, seed=1).points, s.points)
+
+
+def _sample_all_triangles(v, f, n, g):
+    """The per-call reference: every triangle's corners, cross product and area formed for each draw."""
+    v, f = torch.as_tensor(v, dtype=torch.float64), torch.as_tensor(f, dtype=torch.long)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    cross = torch.linalg.cross(b - a, c - a)
+    area2 = cross.norm(dim=1)
+    fid = torch.multinomial(area2, n, replacement=True, generator=g)
+    uv = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    su = uv[:, :1].sqrt()
+    pts = (1 - su) * a[fid] + su * (1 - uv[:, 1:]) * b[fid] + su * uv[:, 1:] * c[fid]
+    return pts.float(), fid, (cross[fid] / area2[fid].unsqueeze(1)).float()
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_faces=st.integers(1, 40), num_points=st.integers(1, 300), seed=st.integers(0, 2**31 - 1),
+       draws=st.integers(1, 3))
+def test_surface_sampler_draws_what_sampling_every_triangle_draws(num_faces, num_points, seed, draws):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(num_faces * 3, 3))
+    f = np.arange(num_faces * 3).reshape(num_faces, 3)
+    sampler = SurfaceSampler(v, f)
+    g_ref, g = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    for _ in range(draws):  # the same sampler, drawn from again, follows the generator like the reference
+        want_pts, want_fid, want_nrm = _sample_all_triangles(v, f, num_points, g_ref)
+        pts, fid, nrm = sampler.sample(num_points, generator=g)
+        assert torch.equal(fid, want_fid) and torch.equal(pts, want_pts)
+        torch.testing.assert_close(nrm, want_nrm, rtol=1e-6, atol=1e-6)
+        assert pts.shape == (num_points, 3) and pts.dtype == torch.float32 and nrm.dtype == torch.float32
+    torch.testing.assert_close(nrm.norm(dim=1), torch.ones(num_points), rtol=1e-5, atol=1e-5)
+
+
+def test_surface_sampler_and_sample_surface_agree_and_refuse_bad_meshes():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    one_off = sample_surface(VERTS, FACES, 200, generator=g1)
+    kept = SurfaceSampler(VERTS, FACES).sample(200, generator=g2)
+    assert all(torch.equal(x, y) for x, y in zip(one_off, kept))
+    on_top = kept[0][:, 2] > 0.5
+    assert torch.equal(on_top, kept[1] == 2)  # each point lies on the triangle it names
+    with pytest.raises(DataFormatError, match="m.off: mesh has no faces"):
+        SurfaceSampler(VERTS, np.zeros((0, 3), int), path="m.off")
+    with pytest.raises(DataFormatError, match="zero .* surface area"):
+        SurfaceSampler(np.zeros((3, 3)), [[0, 1, 2]])
+    with pytest.raises(ValueError, match="num_points must be a positive int, got 0"):
+        SurfaceSampler(VERTS, FACES).sample(0)
 
 
 def test_bad_meshes_name_the_file(tmp_path):
