@@ -6,6 +6,7 @@ Dimensions: B batch, G patches, Q stacked patches, K points per patch, C input c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,9 @@ class PointNetTokenizer(nn.Module):
 
     Per point: ``C -> 128 -> BN -> ReLU -> 256`` (``first_conv``); max over the K points gives a global
     vector g, which is placed in front of every point's feature f (``[g, f]``, 512 channels); then
-    ``512 -> 512 -> BN -> ReLU -> D`` (``second_conv``) and a second max over K.
+    ``512 -> 512 -> BN -> ReLU -> D`` (``second_conv``) and a second max over K. The widths 128, 256 and 512
+    are the official ones and the default ``hidden_dims``; narrower ones make a cheaper tokenizer (most of a
+    small encoder's training time is spent here: ``patchalign3d_small`` uses ``(64, 128, 256)``).
 
     The arithmetic is rearranged to do fewer multiply-adds per point while computing the same function
     (equal to the official channels-first formula to float rounding; see ``_unfactorised_reference``):
@@ -50,6 +53,8 @@ class PointNetTokenizer(nn.Module):
         in_channels: C, channels per point (3 for xyz; more for xyz + extra features).
         embed_dim: D, channels of the output token (256 in the official model, which then applies its
             own ``reduce_dim`` Linear(256, 384)).
+        hidden_dims: ``(H1, H2, H3)``: ``first_conv`` is ``C -> H1 -> H2``, ``second_conv`` is
+            ``2*H2 -> H3 -> D`` (official: ``(128, 256, 512)``).
 
     Shape:
         - neighborhoods: ``(B, G, K, C)`` or ``(Q, K, C)``, channels last
@@ -59,26 +64,34 @@ class PointNetTokenizer(nn.Module):
         >>> tok = PointNetTokenizer(3, 256)
         >>> tuple(tok(torch.rand(2, 16, 32, 3)).shape)
         (2, 16, 256)
+        >>> PointNetTokenizer(3, 128, hidden_dims=(64, 128, 256))
+        PointNetTokenizer(in_channels=3, embed_dim=128, hidden_dims=(64, 128, 256))
     """
 
-    def __init__(self, in_channels: int = 3, embed_dim: int = 256) -> None:
+    def __init__(self, in_channels: int = 3, embed_dim: int = 256, *,
+                 hidden_dims: Sequence[int] = (128, 256, 512)) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("embed_dim", embed_dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != 3 \
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in hidden_dims):
+            raise ValueError(f"hidden_dims must be three ints >= 1 (official: (128, 256, 512)), got {hidden_dims!r}")
+        h1, h2, h3 = (int(v) for v in hidden_dims)
         self.in_channels = in_channels
         self.embed_dim = embed_dim
+        self.hidden_dims = (h1, h2, h3)
         self.first_conv = nn.Sequential(
-            nn.Conv1d(in_channels, 128, 1),
-            nn.BatchNorm1d(128),
+            nn.Conv1d(in_channels, h1, 1),
+            nn.BatchNorm1d(h1),
             nn.ReLU(inplace=True),
-            nn.Conv1d(128, 256, 1),
+            nn.Conv1d(h1, h2, 1),
         )
         self.second_conv = nn.Sequential(
-            nn.Conv1d(512, 512, 1),
-            nn.BatchNorm1d(512),
+            nn.Conv1d(2 * h2, h3, 1),
+            nn.BatchNorm1d(h3),
             nn.ReLU(inplace=True),
-            nn.Conv1d(512, embed_dim, 1),
+            nn.Conv1d(h3, embed_dim, 1),
         )
 
     def forward(self, neighborhoods: Tensor) -> Tensor:
@@ -115,10 +128,10 @@ class PointNetTokenizer(nn.Module):
         _, bn0, act0, _ = self.first_conv
         _, bn1, act1, _ = self.second_conv
         h = F.linear(x.reshape(m * k, self.in_channels), w0, b0)
-        r = act0(h if _folded(bn0) else bn0(h))  # (M*K, 128)
+        r = act0(h if _folded(bn0) else bn0(h))  # (M*K, H1)
         f = F.linear(r, w1).view(m, k, w1.shape[0])
-        g = f.amax(dim=1) + b1.to(f.dtype)  # (M, 256): max over K of f = W_1 r + b_1
-        h = F.linear(r, wl).view(m, k, wl.shape[0]).add_(F.linear(g, wg, b2).unsqueeze(1))  # (M, K, 512)
+        g = f.amax(dim=1) + b1.to(f.dtype)  # (M, H2): max over K of f = W_1 r + b_1
+        h = F.linear(r, wl).view(m, k, wl.shape[0]).add_(F.linear(g, wg, b2).unsqueeze(1))  # (M, K, H3)
         if not _folded(bn1):
             h = bn1(h.view(m * k, wl.shape[0])).view(m, k, wl.shape[0])
         h = F.linear(act1(h), w3).view(m, k, self.embed_dim)
@@ -137,7 +150,7 @@ class PointNetTokenizer(nn.Module):
             c = w1.shape[0]
             wg, wl = w2[:, :c], w2[:, c:]
             b2 = conv2.bias + wl @ b1
-            wl = wl @ w1  # (512, 128)
+            wl = wl @ w1  # (H3, H1)
             if _folded(bn1):
                 scale = bn1.weight * torch.rsqrt(bn1.running_var + bn1.eps)
                 wl = wl * scale.unsqueeze(1)
@@ -146,7 +159,8 @@ class PointNetTokenizer(nn.Module):
             return w0, b0, w1, b1, wl, wg, b2, conv3.weight.squeeze(-1), conv3.bias
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, embed_dim={self.embed_dim}"
+        extra = "" if self.hidden_dims == (128, 256, 512) else f", hidden_dims={self.hidden_dims}"
+        return f"in_channels={self.in_channels}, embed_dim={self.embed_dim}{extra}"
 
 
 def _folded(bn: nn.BatchNorm1d) -> bool:
@@ -169,7 +183,7 @@ def _unfactorised_reference(tokenizer: PointNetTokenizer, neighborhoods: Tensor)
     """The official channels-first formula (concat then full 512x512 conv), kept for tests."""
     lead, (k, c) = neighborhoods.shape[:-2], neighborhoods.shape[-2:]
     x = neighborhoods.reshape(-1, k, c).transpose(1, 2)  # (M, C, K)
-    f = tokenizer.first_conv(x)  # (M, 256, K)
+    f = tokenizer.first_conv(x)  # (M, H2, K)
     g = f.amax(dim=2, keepdim=True)
     h = tokenizer.second_conv(torch.cat([g.expand(-1, -1, k), f], dim=1))
     return h.amax(dim=2).reshape(*lead, tokenizer.embed_dim)

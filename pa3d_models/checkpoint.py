@@ -288,6 +288,10 @@ def _check_model_config(config: Any, where: str) -> None:
     for key in ("teacher_dim", "text_dim"):
         if key in config and not positive_int(config[key]):
             raise ValueError(f"{where}: config.{key} must be an int >= 1, got {config[key]!r}")
+    hidden = enc.get("tokenizer_hidden_dims", [1, 1, 1])
+    if not isinstance(hidden, list) or len(hidden) != 3 or not all(positive_int(v) for v in hidden):
+        raise ValueError(f"{where}: config.encoder.tokenizer_hidden_dims must be a list of three ints >= 1, "
+                         f"got {hidden!r}")
     ratio = enc.get("mlp_ratio", 1.0)
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
         raise ValueError(f"{where}: config.encoder.mlp_ratio must be a finite number > 0, got {ratio!r}")
@@ -315,6 +319,17 @@ def _config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: s
 
 #: Config keys that do not change the parameters' shapes or meaning; they may differ when loading.
 _FREE_KEYS = {"drop_path_rate", "backend", "random_start"}
+
+#: Encoder keys added after checkpoints were first saved, with the value a config without them meant.
+_LATER_ENCODER_KEYS = {"tokenizer_hidden_dims": [128, 256, 512]}
+
+
+def _with_later_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with every later-added encoder key it lacks set to what its absence meant."""
+    config = dict(config)
+    if isinstance(config.get("encoder"), Mapping):
+        config["encoder"] = {**_LATER_ENCODER_KEYS, **config["encoder"]}
+    return config
 
 
 def _read_safetensors(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -348,7 +363,7 @@ def load_weights(
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    config = read_config(directory)
+    config = _with_later_keys(read_config(directory))
     diffs = [d for d in _config_diff(config, model.config) if d.split(":")[0].split(".")[-1] not in _FREE_KEYS]
     if diffs:
         raise ValueError(f"checkpoint {directory} was saved from another config: " + "; ".join(diffs))

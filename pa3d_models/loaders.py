@@ -185,6 +185,8 @@ def load_official_checkpoint(
     try:
         embed_dim = int(enc_state["cls_token"].shape[-1])
         tokenizer_dim = int(enc_state["reduce_dim.weight"].shape[1])
+        tokenizer_hidden = [int(enc_state[f"encoder.{k}.weight"].shape[0])
+                            for k in ("first_conv.0", "first_conv.3", "second_conv.0")]
         depth = 1 + max(int(k.split(".")[2]) for k in enc_state if k.startswith("blocks.blocks."))
         mlp_ratio = enc_state["blocks.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
         pos_hidden = int(enc_state["pos_embed.0.weight"].shape[0])
@@ -197,6 +199,7 @@ def load_official_checkpoint(
         num_heads=int(heads),
         mlp_ratio=float(mlp_ratio),
         tokenizer_dim=tokenizer_dim,
+        tokenizer_hidden_dims=tokenizer_hidden,
         qkv_bias="blocks.blocks.0.attn.qkv.bias" in enc_state,
         pos_hidden_dim=pos_hidden,
     )

@@ -89,6 +89,16 @@ def test_tokenizer_official_layout():
     assert shapes["second_conv.1.running_var"] == (512,)
     assert len(shapes) == 18
     assert repr(tok).startswith("PointNetTokenizer(\n  in_channels=3, embed_dim=256")
+    narrow = {k: tuple(v.shape) for k, v in PointNetTokenizer(3, 128, hidden_dims=(64, 128, 256)).state_dict().items()}
+    assert narrow.keys() == shapes.keys()  # the same keys at other widths
+    assert (narrow["first_conv.0.weight"], narrow["first_conv.3.weight"], narrow["second_conv.0.weight"],
+            narrow["second_conv.3.weight"]) == ((64, 3, 1), (128, 64, 1), (256, 256, 1), (128, 256, 1))
+
+
+@pytest.mark.parametrize("hidden", [(128, 256), (0, 1, 1), (1.5, 2, 2), "abc", (True, 2, 2)])
+def test_tokenizer_bad_hidden_dims(hidden):
+    with pytest.raises(ValueError, match=r"hidden_dims must be three ints >= 1 \(official: \(128, 256, 512\)\)"):
+        PointNetTokenizer(3, 16, hidden_dims=hidden)
 
 
 @pytest.mark.parametrize(
@@ -301,11 +311,13 @@ def test_drop_path_function_and_module():
 # ---------------------------------------------------------------------------------------------- performance forms
 
 
-@given(seed=seeds, k=st.integers(1, 10), m=st.integers(0, 5), c=st.integers(1, 5), train=st.booleans())
-def test_rearranged_tokenizer_equals_official_formula(seed, k, m, c, train):
-    # Eval mode folds both BatchNorms; both modes use (W_l W_1) and biases after the max. Same function.
+@given(seed=seeds, k=st.integers(1, 10), m=st.integers(0, 5), c=st.integers(1, 5), train=st.booleans(),
+       hidden=st.one_of(st.just((128, 256, 512)), st.tuples(*[st.integers(1, 40)] * 3)))
+def test_rearranged_tokenizer_equals_official_formula(seed, k, m, c, train, hidden):
+    # Eval mode folds both BatchNorms; both modes use (W_l W_1) and biases after the max. Same function, at
+    # the official widths and at any narrower (or wider) hidden_dims.
     torch.manual_seed(seed)
-    tok = randomise_bn(PointNetTokenizer(c, 24), seed).double().train(train)
+    tok = randomise_bn(PointNetTokenizer(c, 24, hidden_dims=hidden), seed).double().train(train)
     ref = copy.deepcopy(tok)
     x = torch.randn(m, k, c, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     if train and m * k < 2:

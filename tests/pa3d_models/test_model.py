@@ -58,6 +58,31 @@ def test_base_config_is_the_paper():
     assert (cfg["teacher_dim"], cfg["text_dim"], cfg["tokenizer_dim"]) == (768, 1280, 256)
 
 
+def test_tokenizer_widths_are_saved_and_a_config_without_them_means_the_official_ones(tmp_path):
+    import json
+
+    from pa3d_models import PatchAlign3D
+
+    model = create_model("patchalign3d_tiny", tokenizer_hidden_dims=(8, 16, 24))
+    assert model.encoder.encoder.hidden_dims == (8, 16, 24)
+    assert model.config["encoder"]["tokenizer_hidden_dims"] == [8, 16, 24]
+    back = PatchAlign3D.from_pretrained(model.save_pretrained(tmp_path / "narrow"))
+    assert back.encoder.encoder.hidden_dims == (8, 16, 24)
+    x = torch.rand(1, 128, 3)
+    torch.testing.assert_close(back.eval()(x)["patch_feats"], model.eval()(x)["patch_feats"])
+    # a folder saved before the key existed holds the official widths and still loads as them
+    old = create_model("patchalign3d_tiny")
+    folder = old.save_pretrained(tmp_path / "old")
+    cfg_file = next(f for f in folder.iterdir() if f.suffix == ".json" and "tokenizer_hidden_dims" in f.read_text())
+    data = json.loads(cfg_file.read_text())
+    enc = data["config"]["encoder"] if "config" in data else data["encoder"]
+    del enc["tokenizer_hidden_dims"]
+    cfg_file.write_text(json.dumps(data))
+    assert PatchAlign3D.from_pretrained(folder).encoder.encoder.hidden_dims == (128, 256, 512)
+    with pytest.raises(ValueError, match="tokenizer_hidden_dims must be three ints >= 1"):
+        create_model("patchalign3d_tiny", tokenizer_hidden_dims=(8, 16))
+
+
 def test_any_number_of_points_and_ragged_equals_dense():
     torch.manual_seed(1)
     model = create_model("patchalign3d_tiny", backend="torch").eval()
