@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "heldout_shapes": 48,
     "train_split": None,
     "model": "patchalign3d_small",
+    "model_option": {},
     "num_points": 1024,
     "normalize": "unit_sphere",
     "swap_yz": False,
@@ -123,10 +124,10 @@ DEFAULTS: dict[str, Any] = {
 #: Keys whose change makes a checkpoint useless for a resume: they change the model, the data the steps see,
 #: the precision or the optimisation. Others (epochs, budgets, evaluation settings) may change.
 RESUME_KEYS = (
-    "model", "optimizer", "num_points", "num_groups", "group_size", "dataset", "train_root", "train_split",
-    "train_shapes", "dataset_option", "normalize", "swap_yz", "seed", "batch_size", "amp", "loss", "loss_args",
-    "stage1_loss", "freeze_policy", "freeze_bn_stats", "bn_eval", "scale_mode", "init_scale", "init_bias",
-    "label_noise", "augment", "text_model", "weight_decay", "lr_encoder", "lr_head", "lr_logit",
+    "model", "model_option", "optimizer", "num_points", "num_groups", "group_size", "dataset", "train_root",
+    "train_split", "train_shapes", "dataset_option", "normalize", "swap_yz", "seed", "batch_size", "amp", "loss",
+    "loss_args", "stage1_loss", "freeze_policy", "freeze_bn_stats", "bn_eval", "scale_mode", "init_scale",
+    "init_bias", "label_noise", "augment", "text_model", "weight_decay", "lr_encoder", "lr_head", "lr_logit",
     "stage1_lr_encoder", "lr_schedule", "warmup", "min_lr_factor", "grad_clip", "teacher", "teacher_weights",
     "views", "image_size", "teacher_size", "init_checkpoint", "reinit_text_head", "train_categories",
     "eval_categories", "split_file",
@@ -244,6 +245,9 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--num-workers", type=int, help="DataLoader workers")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=list_models(), help="registered model config")
+    g.add_argument("--model-option", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="a keyword of the registered model config, e.g. depth=6 or "
+                        "tokenizer_hidden_dims=[128,256,512] (repeatable)")
     g.add_argument("--num-groups", type=int, help="G, patches per shape (default: the model config's)")
     g.add_argument("--group-size", type=int, help="K, points per patch (default: the model config's)")
     g.add_argument("--scale-mode", choices=["paper", "official"], help="logit scale/bias parameterisation")
@@ -337,7 +341,7 @@ def resolve_config(argv: Sequence[str] | None = None, *, config_dir: str | Path 
         cfg.update(load_yaml(args.config))
     for key, value in vars(args).items():
         if key in DEFAULTS and value is not None:
-            cfg[key] = dict(value) if key == "dataset_option" else value
+            cfg[key] = dict(value) if key in ("dataset_option", "model_option") else value
     cfg["command"] = args.command
     _check_types(cfg, parser)
     check_config(cfg)
@@ -360,11 +364,31 @@ def _check_types(cfg: dict[str, Any], parser: argparse.ArgumentParser) -> None:
             cfg[key] = float(value)
         if isinstance(action, argparse.BooleanOptionalAction) and not isinstance(value, bool):
             raise ConfigError(f"{_flag(key)} must be true or false, got {value!r}")
-    for key in ("dataset_option", "loss_args", "budget_weights"):
+    for key in ("dataset_option", "model_option", "loss_args", "budget_weights"):
         if not isinstance(cfg[key], dict):
             raise ConfigError(f"{key} must be a mapping, got {cfg[key]!r}")
     if isinstance(cfg["imports"], str):
         cfg["imports"] = [cfg["imports"]]
+
+
+#: Model keywords a run sets from its own flags or data, so --model-option may not: key -> what sets it.
+_RUN_SET_MODEL_KEYS = {"num_groups": "--num-groups", "group_size": "--group-size", "text_dim": "the text model",
+                       "teacher_dim": "the teacher", "logit_mode": "--scale-mode", "logit_scale_init": "--init-scale",
+                       "logit_bias_init": "--init-bias"}
+
+
+def _check_model_option(cfg: dict[str, Any]) -> None:
+    """``--model-option`` keys are keywords of the model, valid on top of the registered config."""
+    from pa3d_models import check_model_kwargs
+
+    options = cfg["model_option"]
+    for key in options:
+        if key in _RUN_SET_MODEL_KEYS:
+            raise ConfigError(f"--model-option {key}: set by {_RUN_SET_MODEL_KEYS[key]}, not --model-option")
+    try:
+        check_model_kwargs({**MODELS[cfg["model"]], **options})
+    except ValueError as err:
+        raise ConfigError(f"--model-option: {err}") from None
 
 
 def import_user_module(name: str) -> Any:
@@ -466,6 +490,7 @@ def check_config(cfg: dict[str, Any]) -> None:
                           f"(one of {sorted(set(DATASETS) - {'synthetic'})})")
     if cfg["model"] not in MODELS:
         raise ConfigError(f"--model {cfg['model']!r} is unknown; valid: {list_models()}")
+    _check_model_option(cfg)
     if not 0.0 <= float(cfg["label_noise"]) < 1.0:
         raise ConfigError(f"--label-noise must be in [0, 1), got {cfg['label_noise']}")
     from pa3d_data import AUGMENTATIONS

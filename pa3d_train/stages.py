@@ -224,8 +224,10 @@ def steps_per_epoch(num_shapes: int, batch_size: int, world_size: int = 1) -> in
 
 # ------------------------------------------------------------------------------------------------ models
 def new_model(cfg: dict[str, Any], *, text_dim: int, teacher_dim: int) -> PatchAlign3D:
-    """The configured model with random weights (the registry's config plus the run's overrides)."""
-    overrides: dict[str, Any] = {"text_dim": text_dim, "teacher_dim": teacher_dim, "logit_mode": cfg["scale_mode"]}
+    """The configured model with random weights (the registry's config, ``--model-option`` and the run's
+    overrides)."""
+    overrides: dict[str, Any] = {**cfg.get("model_option", {}), "text_dim": text_dim, "teacher_dim": teacher_dim,
+                                 "logit_mode": cfg["scale_mode"]}
     if cfg["scale_mode"] == "paper":
         overrides.update(logit_scale_init=cfg["init_scale"], logit_bias_init=cfg["init_bias"])
     if cfg["num_groups"]:

@@ -5,6 +5,7 @@ nothing written."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -161,3 +162,31 @@ def test_a_loss_from_the_users_module(tmp_path, monkeypatch, request):
     cfg = resolve_config(["stage2", "--import", "user_losses_for_test", "--loss", "registered_by_user_test",
                           "--out", str(tmp_path / "o")])
     assert cfg["imports"] == ["user_losses_for_test"] and cfg["loss"] == "registered_by_user_test"
+
+
+@given(depth=st.integers(1, 3), hidden=st.tuples(*[st.integers(1, 12)] * 3))
+def test_model_option_builds_the_registered_model_with_those_keywords(depth, hidden):
+    from pa3d_train.stages import new_model
+
+    argv = ["--model", "patchalign3d_tiny", "--model-option", f"depth={depth}",
+            "--model-option", f"tokenizer_hidden_dims=[{hidden[0]},{hidden[1]},{hidden[2]}]"]
+    cfg = resolve_config(argv, config_dir=RECIPE_CONFIGS)
+    assert cfg["model_option"] == {"depth": depth, "tokenizer_hidden_dims": list(hidden)}
+    model = new_model(cfg, text_dim=8, teacher_dim=4)
+    assert len(model.encoder.blocks.blocks) == depth and model.encoder.encoder.hidden_dims == hidden
+    assert model.text_dim == 8  # the run's own keys still apply
+    plain = new_model(resolve_config(["--model", "patchalign3d_tiny"], config_dir=RECIPE_CONFIGS), text_dim=8,
+                      teacher_dim=4)
+    assert plain.encoder.encoder.hidden_dims == (128, 256, 512) and len(plain.encoder.blocks.blocks) == 2
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("depthh=2", r"--model-option: unknown model argument\(s\) \['depthh'\]"),
+    ("tokenizer_hidden_dims=[1,2]", "--model-option: tokenizer_hidden_dims must be three ints >= 1"),
+    ("depth=0", "--model-option: depth must be an int >= 1, got 0"),
+    ("num_groups=8", "--model-option num_groups: set by --num-groups, not --model-option"),
+    ("text_dim=8", "--model-option text_dim: set by the text model, not --model-option"),
+])
+def test_bad_model_options_are_refused_before_work(option, message, capsys, tmp_path):
+    line = _refused([*TINY, "--model-option", option], capsys, tmp_path, config_dir=RECIPE_CONFIGS)
+    assert re.search(message, line), line
