@@ -64,8 +64,8 @@ class PointNetTokenizer(nn.Module):
         >>> tok = PointNetTokenizer(3, 256)
         >>> tuple(tok(torch.rand(2, 16, 32, 3)).shape)
         (2, 16, 256)
-        >>> PointNetTokenizer(3, 128, hidden_dims=(64, 128, 256))
-        PointNetTokenizer(in_channels=3, embed_dim=128, hidden_dims=(64, 128, 256))
+        >>> PointNetTokenizer(3, 128, hidden_dims=(64, 128, 256)).extra_repr()
+        'in_channels=3, embed_dim=128, hidden_dims=(64, 128, 256)'
     """
 
     def __init__(self, in_channels: int = 3, embed_dim: int = 256, *,
