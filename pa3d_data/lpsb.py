@@ -188,13 +188,13 @@ class LPSBDataset(PartDataset):
             face_label = np.full(num_faces, -1, dtype=np.int64)
             for name, ids in parts.items():
                 face_label[ids] = names.index(name)
-            self._meshes[off] = (mesh, num_faces, torch.from_numpy(face_label), torch.from_numpy(mesh.face_index),
+            self._meshes[off] = (num_faces, torch.from_numpy(face_label), torch.from_numpy(mesh.face_index),
                                  SurfaceSampler(mesh.vertices, mesh.faces, path=off))
         return self._meshes[off]
 
     def load(self, index: int) -> PartSample:
         cat, off, lab = self.items[index]
-        mesh, num_faces, face_label, face_index, sampler = self._read(cat, off, lab)
+        num_faces, face_label, face_index, sampler = self._read(cat, off, lab)
         names = self.label_names[cat]
         # epoch 0 (every evaluation set) keeps the fixed sample; later training epochs draw a new one
         g = item_generator(self.seed, index) if self.epoch == 0 else item_generator(self.seed, self.epoch, index)

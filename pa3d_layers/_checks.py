@@ -14,6 +14,7 @@ __all__ = [
     "check_rank",
     "check_batch_vector",
     "check_positive_int",
+    "check_tokenizer_widths",
 ]
 
 
@@ -82,3 +83,13 @@ def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def check_tokenizer_widths(value: object, name: str = "hidden_dims") -> tuple[int, int, int]:
+    """Check the mini-PointNet's three inner widths: a sequence of three ints >= 1 (official (128, 256, 512))."""
+    from collections.abc import Sequence
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3 \
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(f"{name} must be three ints >= 1 (official: (128, 256, 512)), got {value!r}")
+    return int(value[0]), int(value[1]), int(value[2])

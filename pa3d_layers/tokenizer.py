@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_rank
+from ._checks import check_rank, check_tokenizer_widths
 
 __all__ = ["PointNetTokenizer"]
 
@@ -74,10 +74,7 @@ class PointNetTokenizer(nn.Module):
         for name, v in (("in_channels", in_channels), ("embed_dim", embed_dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence) or len(hidden_dims) != 3 \
-                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in hidden_dims):
-            raise ValueError(f"hidden_dims must be three ints >= 1 (official: (128, 256, 512)), got {hidden_dims!r}")
-        h1, h2, h3 = (int(v) for v in hidden_dims)
+        h1, h2, h3 = check_tokenizer_widths(hidden_dims, "hidden_dims")
         self.in_channels = in_channels
         self.embed_dim = embed_dim
         self.hidden_dims = (h1, h2, h3)

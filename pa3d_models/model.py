@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pa3d_layers import PatchEmbedding, PatchGrouper, PointNetTokenizer, TransformerEncoder
-from pa3d_layers._checks import check_batch_vector, check_finite, check_points
+from pa3d_layers._checks import check_batch_vector, check_finite, check_points, check_tokenizer_widths
 from pa3d_losses import LogitScaleBias
 
 from .checkpoint import PretrainedMixin
@@ -585,10 +585,8 @@ def check_model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
     if (ratio := number("mlp_ratio")) is not None and ratio <= 0:
         raise ValueError(f"mlp_ratio must be > 0, got {config['mlp_ratio']!r}")
-    hidden = config.get("tokenizer_hidden_dims", (1, 1, 1))
-    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or len(hidden) != 3 \
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in hidden):
-        raise ValueError(f"tokenizer_hidden_dims must be three ints >= 1 (official: (128, 256, 512)), got {hidden!r}")
+    if "tokenizer_hidden_dims" in config:
+        check_tokenizer_widths(config["tokenizer_hidden_dims"], "tokenizer_hidden_dims")
     if (rate := number("drop_path_rate")) is not None and not 0 <= rate < 1:
         raise ValueError(f"drop_path_rate must be in [0, 1), got {config['drop_path_rate']!r}")
     if (scale := number("logit_scale_init")) is not None and scale <= 0:
