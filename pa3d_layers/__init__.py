@@ -1,11 +1,13 @@
 """pa3d_layers: ops and ``nn.Module``s on point clouds.
 
-Grouping (FPS + kNN into patches), the PointNet patch tokenizer, the Transformer encoder and
-patch-to-point propagation. Every op is a function plus a thin module; torch-cluster / torch-scatter are
-used when installed, with pure-PyTorch references otherwise.
+Grouping (FPS + kNN into patches), the PointNet patch tokenizer, the Transformer encoder,
+patch-to-point propagation and the per-shape calibration of point-to-name scores. Every op is a function
+plus a thin module; torch-cluster / torch-scatter are used when installed, with pure-PyTorch references
+otherwise.
 """
 
 from . import testing  # noqa: F401 (pa3d_layers.testing: property assertions)
+from .calibration import CALIBRATIONS, PriorCorrection, prior_correction
 from .encoder import (
     Attention,
     DropPath,
@@ -44,5 +46,8 @@ __all__ = [
     "propagate_to_points",
     "PatchToPointPropagation",
     "PROPAGATION_MODES",
+    "prior_correction",
+    "PriorCorrection",
+    "CALIBRATIONS",
     "scatter",
 ]
