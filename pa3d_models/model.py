@@ -390,6 +390,7 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
         assign: str = "nearest",
         min_score: float | None = None,
         k: int = 3,
+        calibration: str = "none",
     ) -> SegmentResult | list[SegmentResult]:
         """Zero-shot part segmentation: score every patch against the part names, propagate to points.
 
@@ -408,6 +409,11 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
                 ``"membership"`` (mean over the patches holding the point) or ``"idw"``.
             min_score: points whose best score is below this get label -1 (no label).
             k: neighbours for ``"idw"``.
+            calibration: how the labels are read from the similarities: ``"none"`` (the best-scoring name
+                per point, the release's rule) or ``"prior"`` (:func:`~pa3d_layers.prior_correction` at its
+                default strength over each shape's points first, with the model's logit scale: a name that
+                wins over the whole shape is lowered; docs/results.md has what it does on L-PSB). It assumes
+                the names are those of the shape's category; ``scores`` and ``similarities`` stay the model's.
 
         Returns:
             :class:`SegmentResult` with ``labels``, ``scores`` and ``similarities`` (``(N,)``/``(N, L)`` for
@@ -431,9 +437,12 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
         """
         import math
 
-        from pa3d_layers import propagate_to_points
+        from pa3d_layers import CALIBRATIONS, prior_correction, propagate_to_points
 
         from .text import _check_names, clean_part_name, text_embeddings
+
+        if calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
 
         names = _check_names(part_names, "part_names")
         cleaned = [clean_part_name(n) for n in names]
@@ -488,7 +497,11 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
         scale, bias = out["logit_scale"], out["logit_bias"]
 
         def finish(point_sim: Tensor) -> SegmentResult:
-            best, labels = point_sim.max(dim=-1)
+            if calibration == "prior":  # the mean over the points of each shape (dim -2 of (B, N, L))
+                labels = prior_correction(point_sim, scale.detach()).argmax(dim=-1)
+                best = point_sim.gather(-1, labels[..., None])[..., 0]
+            else:
+                best, labels = point_sim.max(dim=-1)
             scores = torch.sigmoid(scale * best + (bias if bias is not None else 0.0))
             if min_score is not None:
                 labels = torch.where(scores >= min_score, labels, torch.full_like(labels, -1))

@@ -94,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "split_file": None,
     "eval_num_points": None,
     "eval_votes": 1,
+    "eval_calibration": "none",
     "baselines": True,
     "seeds": None,
     "label_noise": 0.0,
@@ -311,6 +312,10 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--eval-votes", type=int,
                    help="segmentation passes per evaluated shape, each over the points in another order (other "
                         "patch centres), similarities averaged; 1 = the official single pass")
+    g.add_argument("--eval-calibration", choices=["none", "prior"],
+                   help="how labels are read from a shape's similarities: none = each point's best name (the "
+                        "official rule); prior = each name's probability divided by its mean over the shape first "
+                        "(pa3d_layers.prior_correction)")
     g.add_argument("--iou-convention", choices=["strict", "patchalign3d", "find3d", "pointnet"])
     g.add_argument("--figures", type=int, help="shapes drawn in the figures")
     return p

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pa3d_layers import CALIBRATIONS, prior_correction
 from pa3d_models.deps import require
 from pa3d_models.text import text_embeddings
 
@@ -129,6 +130,7 @@ def evaluate_segmentation(
     progress: bool = False,
     votes: int = 1,
     vote_seed: int = 0,
+    calibration: str = "none",
 ) -> dict[str, Any]:
     """Segment every shape zero-shot and score it.
 
@@ -148,10 +150,15 @@ def evaluate_segmentation(
             farthest-point sampling picks other patch centres and every point is labelled through several
             patchings; the similarities are averaged. 1 is the official protocol (one pass, points in file order).
         vote_seed: seed of the orders (shape ``i`` of ``samples`` draws from ``(vote_seed, i)``).
+        calibration: ``"none"`` (each point takes its best-scoring name) or ``"prior"``
+            (:func:`~pa3d_layers.prior_correction` of each shape's (voted) similarities with the model's logit
+            scale before the argmax); see :meth:`~pa3d_models.PatchAlign3D.segment`.
 
     Returns:
         The meter's summary (``instance_miou``, ``category_miou``, ``per_category``, ``accuracy``, ...),
-        plus ``per_shape`` rows and ``examples`` (the first ``keep`` shapes).
+        plus ``calibration``, ``per_shape`` rows and ``examples`` (the first ``keep`` shapes); with a
+        calibration, ``uncalibrated`` holds the instance, category and per-category mIoU of the same
+        similarities read without it.
     """
     from pa3d_data import prompt_names
 
@@ -165,6 +172,9 @@ def evaluate_segmentation(
 
         iterator = tqdm(samples, desc="eval", unit="shape", dynamic_ncols=True)
     _check_votes(votes)
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+    raw_meter = SegmentationMeter(convention=convention) if calibration != "none" else None
     for index, sample in enumerate(iterator):
         if candidates is not None and sample.category in candidates:
             names, prompts = (list(x) for x in candidates[sample.category])
@@ -180,10 +190,15 @@ def evaluate_segmentation(
         # raw names stand for the part identities (prompts may coincide after mapping)
         ids = [f"{i}:{n}" for i, n in enumerate(names)]
         if votes == 1:
-            pred = model.segment(model_input.points, ids, cache[key], assign=assign).labels.cpu()
+            extra_kw = {"calibration": calibration} if calibration != "none" else {}  # any model with segment()
+            res = model.segment(model_input.points, ids, cache[key], assign=assign, **extra_kw)
+            pred, sims = res.labels.cpu(), res.similarities
         else:
-            pred = segment_votes(model, model_input.points, ids, cache[key], votes=votes, assign=assign,
-                                 seed=(vote_seed, index)).argmax(dim=-1).cpu()
+            sims = segment_votes(model, model_input.points, ids, cache[key], votes=votes, assign=assign,
+                                 seed=(vote_seed, index))
+            pred = sims.argmax(dim=-1).cpu()
+            if calibration == "prior":
+                pred = prior_correction(sims, model.logit_params()[0].detach()).argmax(dim=-1).cpu()
         # ground truth in candidate space; names outside the candidates get extra slots (never predicted)
         index = {n: i for i, n in enumerate(names)}
         extra = [n for n in sample.label_names if n not in index]
@@ -194,6 +209,9 @@ def evaluate_segmentation(
         miou = meter.update(
             pred, target, num_parts=len(names) + len(extra), category=sample.category, shape_id=str(sample.shape_id)
         )
+        if raw_meter is not None:  # the same similarities read without the calibration (no extra forward pass)
+            raw_meter.update(sims.argmax(dim=-1).cpu(), target, num_parts=len(names) + len(extra),
+                             category=sample.category, shape_id=str(sample.shape_id))
         per_shape.append(
             {
                 "category": sample.category,
@@ -215,6 +233,10 @@ def evaluate_segmentation(
                 }
             )
     summary = meter.compute()
+    summary["calibration"] = calibration
+    if raw_meter is not None:
+        raw = raw_meter.compute()
+        summary["uncalibrated"] = {k: raw[k] for k in ("instance_miou", "category_miou", "per_category")}
     summary["per_shape"] = per_shape
     summary["examples"] = examples
     return summary

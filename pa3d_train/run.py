@@ -326,7 +326,11 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
                 summary["baselines"], num_points=summary["baselines"]["num_points"], num_groups=summary["num_groups"],
                 group_size=summary["group_size"]) + (
                 f"\n\nModel ({primary_run}): instance mIoU {100 * summary['instance_miou']:.1f}, category mIoU "
-                f"{100 * summary['category_miou']:.1f}. The patch ceiling gives each patch its true majority label; "
+                f"{100 * summary['category_miou']:.1f}"
+                + (f" ({summary['calibration']} calibration; the model's own argmax: instance "
+                   f"{100 * summary['uncalibrated']['instance_miou']:.1f}, category "
+                   f"{100 * summary['uncalibrated']['category_miou']:.1f})" if "uncalibrated" in summary else "")
+                + ". The patch ceiling gives each patch its true majority label; "
                 "the one-label predictor puts each shape's most frequent true label everywhere.")
     if report.get("init") is not None:  # fine-tuning: mIoU before and after, on the same evaluation sets
         metrics["fine_tuning"] = finetune_summary(results, report["init"])
@@ -337,7 +341,10 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
         f"Stage-1 teacher: {report.get('teacher') or 'not run (weights from a checkpoint)'}",
         f"IoU convention: {cfg['iou_convention']}; patch -> point assignment: {cfg['assign']}; "
         + (f"{cfg['eval_votes']} votes per shape (passes over reordered points, similarities averaged)"
-           if cfg.get("eval_votes", 1) > 1 else "one pass per shape"),
+           if cfg.get("eval_votes", 1) > 1 else "one pass per shape")
+        + ("; labels read after the per-shape prior correction (--eval-calibration prior: each name's probability "
+           "divided by its mean over the shape; the model's own argmax is the mIoU 'without it')"
+           if cfg.get("eval_calibration", "none") == "prior" else "; labels: each point's best-scoring name"),
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
         "training precision: {}; evaluation in float32".format(
             "none (eval)" if cfg["command"] == "eval" else

@@ -451,6 +451,7 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
     eval_sets = {k: v for k, v in datasets.items() if k != "train"}
     first_run, first_set = next(iter(models)), next(iter(eval_sets))
     votes = cfg.get("eval_votes", 1)
+    calibration = cfg.get("eval_calibration", "none")
     results: dict[str, dict[str, Any]] = {}
     references: dict[str, dict[str, Any]] = {}
     for run, model in models.items():
@@ -472,16 +473,19 @@ def evaluate_all(models: dict[str, PatchAlign3D], datasets: dict[str, Any], bank
                     model.eval(), ds, bank, candidates=eval_candidates(datasets, name), assign=cfg["assign"],
                     transform=transform,
                     convention=cfg["iou_convention"], keep=cfg["figures"] if primary else 0, progress=True,
-                    votes=votes,
+                    votes=votes, calibration=calibration,
                     predictions_dir=out / "predictions" if primary and name == first_set else None,
                 )
                 if name in references:
                     summary["baselines"] = {k: {m: v[m] for m in ("instance_miou", "category_miou", "per_category")}
                                             for k, v in references[name].items()}
                     summary["baselines"]["num_points"] = int(ds[0].num_points)
+                raw = summary.get("uncalibrated")
                 say(f"  [{run}] {name}: instance mIoU {100 * summary['instance_miou']:.1f}, "
                     f"category mIoU {100 * summary['category_miou']:.1f} (G={grouper.num_groups}, "
-                    f"K={grouper.group_size}" + (f", {votes} votes)" if votes > 1 else ")"))
+                    f"K={grouper.group_size}" + (f", {votes} votes" if votes > 1 else "")
+                    + (f", {calibration} calibration; without it {100 * raw['instance_miou']:.1f} / "
+                       f"{100 * raw['category_miou']:.1f}" if raw else "") + ")")
                 summary["num_groups"], summary["group_size"] = grouper.num_groups, grouper.group_size
                 summary["votes"] = votes
     return results
@@ -509,7 +513,7 @@ def estimate_eval_seconds(model: PatchAlign3D, datasets: dict[str, Any], bank: T
         with _evaluation_grouping(model, cfg, name):
             kw = {"candidates": eval_candidates(datasets, name), "assign": cfg["assign"],
                   "transform": _eval_transform(cfg, name), "convention": cfg["iou_convention"],
-                  "votes": cfg.get("eval_votes", 1)}
+                  "votes": cfg.get("eval_votes", 1), "calibration": cfg.get("eval_calibration", "none")}
             evaluate_segmentation(model.eval(), [ds[0]], bank, **kw)  # warm-up: first calls allocate what others reuse
             idx = list(range(min(1, len(ds) - 1), min(1 + sample, len(ds))))
             t0 = time.monotonic()

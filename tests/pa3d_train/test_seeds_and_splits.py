@@ -42,7 +42,15 @@ def test_summary_over_seeds():
     assert row["instance_miou"]["values"] == [0.5, 0.7] and row["instance_miou"]["mean"] == pytest.approx(0.6)
     assert row["category_miou"]["sd"] == pytest.approx(statistics.stdev([0.25, 0.35]))
     assert row["patch_ceiling_instance_miou"]["sd"] == 0.0
-    assert "| m | eval | 60.0 +- 14.1 | 30.0 +- 7.1 | 80.0 +- 0.0 | 30.0 +- 0.0 |" in seeds_markdown(out, [0, 1])
+    assert "| m | eval | 60.0 +- 14.1 | 30.0 +- 7.1 | - | 80.0 +- 0.0 | 30.0 +- 0.0 |" in seeds_markdown(out, [0, 1])
+    # with a calibration, the same similarities read without it get their own column
+    calibrated = {s: res(x) for s, x in ((0, 0.5), (1, 0.7))}
+    for s, x in ((0, 0.4), (1, 0.5)):
+        calibrated[s]["m"]["eval"]["uncalibrated"] = {"instance_miou": x, "category_miou": x}
+    out = summarise_seeds(calibrated)
+    assert out["m"]["eval"]["uncalibrated_instance_miou"]["values"] == [0.4, 0.5]
+    assert "| m | eval | 60.0 +- 14.1 | 30.0 +- 7.1 | 45.0 +- 7.1 | 80.0 +- 0.0 | 30.0 +- 0.0 |" in seeds_markdown(
+        out, [0, 1])
 
 
 def _cfg(**kw):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pa3d_data import PartSample
+from pa3d_layers import prior_correction
 from pa3d_models import FixedTextEncoder, SegmentResult, create_model
 from pa3d_train import ConfigError, resolve_config
 from pa3d_train.evaluate import evaluate_segmentation, segment_votes
@@ -91,3 +92,67 @@ def test_eval_votes_flag_is_checked():
     assert resolve_config(["all", "--eval-votes", "3"])["eval_votes"] == 3
     with pytest.raises(ConfigError, match="--eval-votes must be an int >= 1"):
         resolve_config(["all", "--eval-votes", "0"])
+
+
+# ------------------------------------------------------------------------------------ calibration at evaluation
+
+
+class BiasedModel(PointwiseModel):
+    """PointwiseModel with name "a" raised by 0.5 at every point (a name the text model favours)."""
+
+    def logit_params(self):
+        return torch.tensor(10.0), None
+
+    def segment(self, points, part_names, text, *, assign="nearest", k=3, calibration="none"):
+        sims = super().segment(points, part_names, text).similarities + torch.tensor([0.5, 0.0])
+        labels = (prior_correction(sims, 10.0) if calibration == "prior" else sims).argmax(1)
+        return SegmentResult(labels, sims.amax(1), sims)
+
+
+@pytest.mark.parametrize("votes", [1, 3])
+def test_calibration_reads_the_same_similarities_and_reports_both(votes):
+    points = torch.rand(200, 3, generator=torch.Generator().manual_seed(2))
+    labels = (points[:, 0] < points[:, 1] - points[:, 2]).long()
+    sample = PartSample(points, labels, ["a", "b"], "cat", "s0")
+    text = FixedTextEncoder(dim=8)
+    plain = evaluate_segmentation(BiasedModel(), [sample], text, votes=votes)
+    fixed = evaluate_segmentation(BiasedModel(), [sample], text, votes=votes, calibration="prior")
+    assert plain["calibration"] == "none" and "uncalibrated" not in plain
+    assert fixed["uncalibrated"]["instance_miou"] == pytest.approx(plain["instance_miou"])
+    assert fixed["instance_miou"] > plain["instance_miou"] + 0.1  # the raised name no longer takes the shape
+    with pytest.raises(ValueError, match=r"calibration must be one of \['none', 'prior'\], got 'z'"):
+        evaluate_segmentation(BiasedModel(), [sample], text, calibration="z")
+
+
+def test_real_model_segment_calibration_is_the_prior_correction_of_its_similarities():
+    torch.manual_seed(0)
+    model = create_model("patchalign3d_tiny").eval()
+    text = FixedTextEncoder(dim=64)
+    points = torch.rand(2, 300, 3)
+    names = ["leg", "seat", "back"]
+    plain = model.segment(points, names, text)
+    fixed = model.segment(points, names, text, calibration="prior")
+    torch.testing.assert_close(fixed.similarities, plain.similarities)
+    scale = model.logit_params()[0].detach()
+    for b in range(2):  # the prior is each shape's own
+        expected = prior_correction(plain.similarities[b], scale).argmax(-1)
+        assert torch.equal(fixed.labels[b], expected)
+        torch.testing.assert_close(fixed.scores[b], torch.sigmoid(
+            scale * plain.similarities[b].gather(-1, expected[:, None])[:, 0] + model.logit_params()[1]))
+    ragged = model.segment(points.reshape(-1, 3), names, text, batch=torch.arange(2).repeat_interleave(300),
+                           calibration="prior")
+    assert all(torch.equal(r.labels, fixed.labels[b]) for b, r in enumerate(ragged))
+    with pytest.raises(ValueError, match=r"calibration must be one of \['none', 'prior'\], got 'softmax'"):
+        model.segment(points, names, text, calibration="softmax")
+
+
+def test_eval_calibration_flag_default_and_paper_preset():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "recipes" / "configs"
+    assert resolve_config(["all"], config_dir=configs)["eval_calibration"] == "prior"
+    assert resolve_config(["all", "--preset", "paper"], config_dir=configs)["eval_calibration"] == "none"
+    assert resolve_config(["all", "--eval-calibration", "none"], config_dir=configs)["eval_calibration"] == "none"
+    assert resolve_config(["all"])["eval_calibration"] == "none"  # the library's DEFAULTS: the official rule
+    with pytest.raises(SystemExit):
+        resolve_config(["all", "--eval-calibration", "zscore"])
