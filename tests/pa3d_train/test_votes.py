@@ -156,3 +156,10 @@ def test_eval_calibration_flag_default_and_paper_preset():
     assert resolve_config(["all"])["eval_calibration"] == "none"  # the library's DEFAULTS: the official rule
     with pytest.raises(SystemExit):
         resolve_config(["all", "--eval-calibration", "zscore"])
+
+
+def test_eval_calibration_from_a_yaml_file_is_checked(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("eval_calibration: zscore\n")
+    with pytest.raises(ConfigError, match="--eval-calibration must be 'none' or 'prior', got 'zscore'"):
+        resolve_config(["all", "--config", str(bad)])
