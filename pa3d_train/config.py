@@ -534,8 +534,6 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"--teacher-size must be a multiple of 14 (the DINOv2 patch), got {cfg['teacher_size']}")
     if not isinstance(cfg["eval_votes"], int) or isinstance(cfg["eval_votes"], bool) or cfg["eval_votes"] < 1:
         raise ConfigError(f"--eval-votes must be an int >= 1, got {cfg['eval_votes']!r}")
-    if cfg["eval_calibration"] not in ("none", "prior"):  # a YAML value does not pass through argparse's choices
-        raise ConfigError(f"--eval-calibration must be 'none' or 'prior', got {cfg['eval_calibration']!r}")
     for key in ("num_workers", "figures"):
         if cfg[key] < 0:
             raise ConfigError(f"{_flag(key)} must be >= 0, got {cfg[key]}")

@@ -161,5 +161,6 @@ def test_eval_calibration_flag_default_and_paper_preset():
 def test_eval_calibration_from_a_yaml_file_is_checked(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("eval_calibration: zscore\n")
-    with pytest.raises(ConfigError, match="--eval-calibration must be 'none' or 'prior', got 'zscore'"):
+    message = r"--eval-calibration 'zscore' is not valid; expected one of \['none', 'prior'\]"
+    with pytest.raises(ConfigError, match=message):
         resolve_config(["all", "--config", str(bad)])
