@@ -20,6 +20,13 @@ CALIBRATIONS: tuple[str, ...] = ("none", "prior")
 ``"prior"`` (:func:`prior_correction`)."""
 
 
+def check_calibration(calibration: object) -> str:
+    """Raise unless ``calibration`` is one of :data:`CALIBRATIONS` (the check every ``calibration=`` shares)."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+    return str(calibration)
+
+
 def _check_strength(strength: object) -> float:
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
         raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")

@@ -437,13 +437,12 @@ class PatchAlign3D(PretrainedMixin, nn.Module):
         """
         import math
 
-        from pa3d_layers import CALIBRATIONS, prior_correction, propagate_to_points
+        from pa3d_layers import prior_correction, propagate_to_points
+        from pa3d_layers.calibration import check_calibration
 
         from .text import _check_names, clean_part_name, text_embeddings
 
-        if calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
-
+        check_calibration(calibration)
         names = _check_names(part_names, "part_names")
         cleaned = [clean_part_name(n) for n in names]
         dup = sorted({n for n in cleaned if cleaned.count(n) > 1})

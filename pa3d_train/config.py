@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pa3d_data import DATASETS
+from pa3d_layers import CALIBRATIONS
 from pa3d_losses import LOSSES, build_loss
 from pa3d_models import MODELS, list_models
 from pa3d_models.deps import require
@@ -312,7 +313,7 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--eval-votes", type=int,
                    help="segmentation passes per evaluated shape, each over the points in another order (other "
                         "patch centres), similarities averaged; 1 = the official single pass")
-    g.add_argument("--eval-calibration", choices=["none", "prior"],
+    g.add_argument("--eval-calibration", choices=list(CALIBRATIONS),
                    help="how labels are read from a shape's similarities: none = each point's best name (the "
                         "official rule); prior = each name's probability divided by its mean over the shape first "
                         "(pa3d_layers.prior_correction)")

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pa3d_layers import CALIBRATIONS, prior_correction
+from pa3d_layers import prior_correction
+from pa3d_layers.calibration import check_calibration
 from pa3d_models.deps import require
 from pa3d_models.text import text_embeddings
 
@@ -172,8 +173,7 @@ def evaluate_segmentation(
 
         iterator = tqdm(samples, desc="eval", unit="shape", dynamic_ncols=True)
     _check_votes(votes)
-    if calibration not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {calibration!r}")
+    check_calibration(calibration)
     raw_meter = SegmentationMeter(convention=convention) if calibration != "none" else None
     for index, sample in enumerate(iterator):
         if candidates is not None and sample.category in candidates:
@@ -196,9 +196,8 @@ def evaluate_segmentation(
         else:
             sims = segment_votes(model, model_input.points, ids, cache[key], votes=votes, assign=assign,
                                  seed=(vote_seed, index))
-            pred = sims.argmax(dim=-1).cpu()
-            if calibration == "prior":
-                pred = prior_correction(sims, model.logit_params()[0].detach()).argmax(dim=-1).cpu()
+            ranked = prior_correction(sims, model.logit_params()[0].detach()) if calibration == "prior" else sims
+            pred = ranked.argmax(dim=-1).cpu()
         # ground truth in candidate space; names outside the candidates get extra slots (never predicted)
         index = {n: i for i, n in enumerate(names)}
         extra = [n for n in sample.label_names if n not in index]
