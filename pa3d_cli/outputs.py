@@ -121,10 +121,14 @@ def face_similarities(
 
 
 def labels_from_similarities(
-    similarities: np.ndarray, logit_scale: float, logit_bias: float | None, min_score: float | None = None
+    similarities: np.ndarray, logit_scale: float, logit_bias: float | None, min_score: float | None = None, *,
+    prior: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(labels, scores)`` from ``(M, L)`` similarities: the best part, and its probability
     ``sigmoid(scale * cos + bias)``; points below ``min_score`` get label -1 (as :meth:`PatchAlign3D.segment`).
+    With ``prior`` (``(L,)``, :func:`pa3d_layers.name_prior` of the points the model saw) the best part is read
+    after the per-shape prior correction (:func:`pa3d_layers.prior_correction`, ``--calibration prior``); the
+    score stays the chosen part's probability.
 
     Examples:
         >>> lab, sc = labels_from_similarities(np.array([[0.1, 0.9], [0.2, -0.3]]), 10.0, -5.0)
@@ -134,7 +138,14 @@ def labels_from_similarities(
     sims = np.asarray(similarities, dtype=np.float64)
     if sims.ndim != 2 or sims.shape[1] == 0:
         raise ValueError(f"similarities must be (M, L) with L >= 1, got shape {sims.shape}")
-    labels = sims.argmax(axis=1).astype(np.int64)
+    if prior is not None and len(sims):
+        from pa3d_layers import prior_correction
+
+        corrected = prior_correction(torch.from_numpy(sims), logit_scale,
+                                     prior=torch.as_tensor(np.asarray(prior, dtype=np.float64)))
+        labels = corrected.argmax(dim=1).numpy().astype(np.int64)
+    else:
+        labels = sims.argmax(axis=1).astype(np.int64)
     best = sims[np.arange(len(sims)), labels] if len(sims) else np.zeros(0)
     scores = 1.0 / (1.0 + np.exp(-(logit_scale * best + (logit_bias or 0.0))))
     if min_score is not None:

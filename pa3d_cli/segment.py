@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pa3d_layers import CALIBRATIONS, name_prior
+
 from .outputs import (
     detect_up_axis,
     face_similarities,
@@ -451,6 +453,7 @@ class Segmenter:
         assign: str = "nearest",
         k: int = 3,
         votes: int = 1,
+        calibration: str = "none",
     ) -> ShapeSegmentation:
         """Segment ``shape``: sample ``num_points``, run the model, carry the result to every vertex/point.
 
@@ -459,7 +462,9 @@ class Segmenter:
         sets the pictures' vertical (detected from the extent when None); ``swap_yz`` applies the official
         release's Y/Z swap. ``votes > 1`` averages the similarities of that many passes over the samples in
         other orders (other patch centres; :func:`pa3d_train.segment_votes`): smoother part borders, ``votes``
-        times the model's time.
+        times the model's time. ``calibration="prior"`` reads every label (samples, vertices, faces) after the
+        per-shape prior correction computed on the samples (:func:`pa3d_layers.prior_correction`: a name that
+        wins nearly everywhere gives way where another is relatively strongest; what the recipe evaluates with).
         """
         from pa3d_data import sample_surface
 
@@ -472,6 +477,8 @@ class Segmenter:
             raise SegmentError(f"--up-axis must be x, y or z, got {up_axis!r}")
         if isinstance(votes, bool) or not isinstance(votes, int) or votes < 1:
             raise SegmentError(f"--votes must be an int >= 1, got {votes!r}")
+        if calibration not in CALIBRATIONS:
+            raise SegmentError(f"--calibration must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
         g = torch.Generator().manual_seed(int(seed))
         centre = (shape.vertices.min(0) + shape.vertices.max(0)) / 2  # float64: far-off shapes keep precision
         face_ids = None
@@ -521,14 +528,15 @@ class Segmenter:
         scale, bias = self.model.logit_params()
         scale_f = float(scale.detach())
         bias_f = None if bias is None else float(bias.detach())
-        sample_labels = (result.labels.cpu().numpy() if votes == 1
-                         else labels_from_similarities(sample_sims, scale_f, bias_f, min_score)[0])
+        prior = (name_prior(torch.from_numpy(sample_sims), scale_f).numpy() if calibration == "prior" else None)
+        sample_labels = (result.labels.cpu().numpy() if votes == 1 and prior is None
+                         else labels_from_similarities(sample_sims, scale_f, bias_f, min_score, prior=prior)[0])
         sims = transfer_similarities(samples, sample_sims, shape.vertices, k=k)
-        labels, scores = labels_from_similarities(sims, scale_f, bias_f, min_score)
+        labels, scores = labels_from_similarities(sims, scale_f, bias_f, min_score, prior=prior)
         face_labels = face_scores = None
         if shape.is_mesh:
             fsims = face_similarities(shape.faces, sims, face_ids, sample_sims)
-            face_labels, face_scores = labels_from_similarities(fsims, scale_f, bias_f, min_score)
+            face_labels, face_scores = labels_from_similarities(fsims, scale_f, bias_f, min_score, prior=prior)
         info = {
             "text_encoder": getattr(self.encoder, "name", type(self.encoder).__name__),
             "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
@@ -537,6 +545,7 @@ class Segmenter:
             "min_score": min_score,
             "assign": assign,
             "votes": votes,
+            "calibration": calibration,
         }
         return ShapeSegmentation(
             shape=shape, names=names, similarities=sims, labels=labels, scores=scores, face_labels=face_labels,
@@ -707,6 +716,7 @@ def segment_files(
     num_points: int = 2048,
     assign: str = "nearest",
     votes: int = 1,
+    calibration: str = "none",
     binary: bool = False,
     seed: int = 0,
     device: str = "cpu",
@@ -799,7 +809,8 @@ def segment_files(
         try:
             shape = load_shape(plan.source)
             seg = segmenter(shape, names, num_points=num_points, seed=seed, normalize=normalize, up_axis=up_axis,
-                            swap_yz=swap_yz, min_score=min_score, assign=assign, votes=votes)
+                            swap_yz=swap_yz, min_score=min_score, assign=assign, votes=votes,
+                            calibration=calibration)
             _write_plan(seg, plan, binary=binary)
         except SegmentError as err:
             if single:
@@ -878,6 +889,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="passes over the samples in other orders (other patch centres), similarities "
                              "averaged: smoother part borders for VOTES times the time (default 1; the recipe "
                              "evaluates with 8)")
+    parser.add_argument("--calibration", default="none", choices=list(CALIBRATIONS),
+                        help="prior: read each label after the per-shape prior correction (a part name that wins "
+                             "nearly everywhere gives way where another is relatively strongest; the recipe "
+                             "evaluates with it); none: each point's best-scoring name (default, the official rule)")
     parser.add_argument("--binary", action="store_true", help="write binary little-endian PLY")
     parser.add_argument("--seed", type=int, default=0, help="seed for sampling and untrained weights")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -905,8 +920,8 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, trusted=args.trusted, text_model=args.text_model, model_name=args.model,
             png=args.png, legend=args.legend, scores=args.scores, heatmaps=args.heatmap,
             normalize=not args.no_normalize, up_axis=args.up_axis, swap_yz=args.swap_yz, min_score=args.min_score,
-            num_points=args.num_points, assign=args.assign, votes=args.votes, binary=args.binary, seed=args.seed,
-            device=args.device,
+            num_points=args.num_points, assign=args.assign, votes=args.votes, calibration=args.calibration,
+            binary=args.binary, seed=args.seed, device=args.device,
         )
     except (SegmentError, ValueError, RuntimeError, OSError) as err:
         return _fail("segment", err, getattr(args, "debug", False))

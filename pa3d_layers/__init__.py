@@ -7,7 +7,7 @@ otherwise.
 """
 
 from . import testing  # noqa: F401 (pa3d_layers.testing: property assertions)
-from .calibration import CALIBRATIONS, PriorCorrection, prior_correction
+from .calibration import CALIBRATIONS, PriorCorrection, name_prior, prior_correction
 from .encoder import (
     Attention,
     DropPath,
@@ -47,6 +47,7 @@ __all__ = [
     "PatchToPointPropagation",
     "PROPAGATION_MODES",
     "prior_correction",
+    "name_prior",
     "PriorCorrection",
     "CALIBRATIONS",
     "scatter",

@@ -226,6 +226,40 @@ def test_cli_votes_average_passes_over_other_patch_centres(tmp_path, capsys):
     assert not np.array_equal(one["similarities"], four["similarities"])  # other patches in the other passes
 
 
+def test_cli_calibration_prior_relabels_with_the_samples_prior(tmp_path, capsys):
+    """--calibration prior: every label is the argmax of scale * s - 0.5 * log(prior of the model's samples)."""
+    from pa3d_cli.outputs import labels_from_similarities
+    from pa3d_layers import name_prior
+
+    ckpt, _ = _saved_tiny_model_and_toy_cloud(tmp_path)
+    written = {}
+    for calibration in ("none", "prior"):
+        out = tmp_path / f"toy_{calibration}.npz"
+        rc = main(["segment", str(tmp_path / "toy.npy"), "--parts", "cap,stem,leg", "--checkpoint", str(ckpt),
+                   "--text-model", "fixed:64", "--output", str(out), "--num-points", "256",
+                   "--calibration", calibration, "--legend"])
+        assert rc == 0, capsys.readouterr().err
+        written[calibration] = dict(np.load(out))
+        legend = json.loads(out.with_suffix(".legend.json").read_text())
+        assert legend["calibration"] == calibration
+    none, prior = written["none"], written["prior"]
+    np.testing.assert_array_equal(none["similarities"], prior["similarities"])  # the scores are the model's
+    np.testing.assert_array_equal(none["labels"], none["similarities"].argmax(1))
+    from pa3d_models import load_pretrained
+
+    scale = float(load_pretrained(ckpt).logit_params()[0].detach())
+    sims, samples = (torch.from_numpy(prior[k]).double() for k in ("similarities", "sample_similarities"))
+    want = labels_from_similarities(sims.numpy(), scale, None, prior=name_prior(samples, scale).numpy())[0]
+    by_hand = (torch.log_softmax(sims * scale, -1) - 0.5 * torch.softmax(samples * scale, -1).mean(0).log())
+    # the files hold float32 copies of the float64 scores: ties may round apart on a rare point
+    assert (prior["labels"] == want).mean() > 0.99 and (want == by_hand.argmax(1).numpy()).all()
+    # a name winning everywhere gives way where another is relatively strongest (the samples' prior)
+    s = np.array([[0.9, 0.5], [0.8, 0.6], [0.7, 0.65]])
+    assert labels_from_similarities(s, 10.0, None)[0].tolist() == [0, 0, 0]
+    lab, sc = labels_from_similarities(s, 10.0, -5.0, prior=name_prior(torch.from_numpy(s), 10.0).numpy())
+    assert lab.tolist() == [0, 0, 1] and sc[2] == pytest.approx(1 / (1 + np.exp(-(6.5 - 5.0))))
+
+
 @pytest.mark.parametrize(
     "case, match",
     [

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pa3d_layers import CALIBRATIONS, PriorCorrection, prior_correction
+from pa3d_layers import CALIBRATIONS, PriorCorrection, name_prior, prior_correction
 
 seeds = st.integers(0, 2**31 - 1)
 sizes = st.tuples(st.integers(1, 30), st.integers(1, 6))  # N points, L names
@@ -146,3 +146,41 @@ def test_refusals_say_what_was_expected(kwargs, message):
     args = {"similarities": torch.zeros(4, 2), "scale": 10.0, **kwargs}
     with pytest.raises(ValueError, match=message):
         prior_correction(args.pop("similarities"), args.pop("scale"), **args)
+
+
+# ------------------------------------------------------------------------------------ name_prior and prior=
+@given(seeds, sizes, st.integers(1, 3), scales, st.floats(0.0, 1.0))
+def test_a_given_prior_of_the_same_points_changes_nothing(seed, size, b, scale, strength):
+    n, num_labels = size
+    one, dense = sims(seed, n, num_labels), sims(seed, b, n, num_labels)
+    prior = name_prior(one, scale)
+    assert prior.shape == (num_labels,)
+    torch.testing.assert_close(prior.sum(), torch.tensor(1.0, dtype=prior.dtype))
+    torch.testing.assert_close(prior_correction(one, scale, strength=strength, prior=prior),
+                               prior_correction(one, scale, strength=strength))
+    dense_prior = name_prior(dense, scale)
+    assert dense_prior.shape == (b, num_labels)
+    torch.testing.assert_close(prior_correction(dense, scale, strength=strength, prior=dense_prior),
+                               prior_correction(dense, scale, strength=strength))
+    batch = torch.arange(b).repeat_interleave(n)
+    ragged = dense.reshape(b * n, num_labels)
+    torch.testing.assert_close(name_prior(ragged, scale, batch=batch), dense_prior)
+    torch.testing.assert_close(prior_correction(ragged, scale, batch=batch, strength=strength, prior=dense_prior),
+                               prior_correction(ragged, scale, batch=batch, strength=strength))
+
+
+@given(seeds, st.integers(2, 20), st.integers(1, 5), scales)
+def test_a_prior_from_the_samples_labels_other_points_by_per_name_offsets(seed, n, num_labels, scale):
+    """Vertices scored with the samples' prior: argmax of scale * s - 0.5 * log prior, point by point."""
+    samples, vertices = sims(seed, n, num_labels), sims(seed + 1, 7, num_labels)
+    prior = name_prior(samples, scale)
+    got = prior_correction(vertices, scale, prior=prior)
+    want = torch.log_softmax(vertices * scale, -1) - 0.5 * prior.log()
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("bad", [torch.ones(3), torch.ones(2, 2), torch.ones(2, dtype=torch.long),
+                                 torch.tensor([0.5, float("nan")]), torch.tensor([-0.1, 1.1]), [0.5, 0.5]])
+def test_a_bad_prior_is_refused(bad):
+    with pytest.raises(ValueError, match="prior"):
+        prior_correction(sims(0, 4, 2), 10.0, prior=bad)
