@@ -100,6 +100,16 @@ def _is_training_state(ckpt: Any) -> bool:
     )
 
 
+def training_state_weights(ckpt: Mapping[str, Any]) -> Any:
+    """The weights a recipe ``last.pt`` was trained to: its weight average (``--ema``) when it holds one, else
+    the last step's ``model``."""
+    extra = ckpt.get("extra")
+    ema = extra.get("ema") if isinstance(extra, Mapping) else None
+    if isinstance(ema, Mapping) and isinstance(ema.get("weights"), Mapping):
+        return ema["weights"]
+    return ckpt.get("model")
+
+
 def _official_parts(ckpt: Mapping[str, Any], where: str) -> tuple[dict, dict | None, torch.Tensor | None, dict]:
     """Checked pieces of an official checkpoint: encoder state (official keys), proj, temp log-scale, args."""
     enc_state = check_state_dict(ckpt["model"], where, name="'model'")
@@ -339,7 +349,8 @@ def _read_any(
         payload = load_torch_file(path, trusted=trusted)
         where = str(path)
         if _is_training_state(payload):
-            state = _strip_prefix(check_state_dict(payload.get("model"), where, name="'model'"), "module.")
+            state = _strip_prefix(check_state_dict(training_state_weights(payload), where, name="'model'"),
+                                  "module.")
             kind = "training_state"
             saved = payload.get("config")
             if saved is not None and not isinstance(saved, Mapping):

@@ -29,6 +29,7 @@ from .config import (
     resolve_config,
     resolve_loss,
 )
+from .ema import ProgressEMA, check_ema_horizon
 from .engine import (
     TRAINING_STATE_FORMAT,
     DistributedContext,
@@ -112,6 +113,8 @@ __all__ = [
     "grouping_backend",
     "rng_state",
     "set_rng_state",
+    "ProgressEMA",
+    "check_ema_horizon",
     # schedules and budgets
     "SCHEDULES",
     "lr_factor",

@@ -24,6 +24,7 @@ from pa3d_losses import LOSSES, build_loss
 from pa3d_models import MODELS, list_models
 from pa3d_models.deps import require
 
+from .ema import check_ema_horizon
 from .schedule import SCHEDULES
 
 __all__ = [
@@ -76,6 +77,7 @@ DEFAULTS: dict[str, Any] = {
     "lr_schedule": "constant",
     "warmup": 0.0,
     "min_lr_factor": 0.0,
+    "ema": None,
     "grad_clip": None,
     "bn_eval": False,
     "stage1_epochs": 8,
@@ -113,6 +115,7 @@ DEFAULTS: dict[str, Any] = {
     # stage1 None: 1 after a pretrained teacher, 0.4 after a weight-free one (pa3d_train.run.budget_weights)
     "budget_weights": {"stage1": None, "stage2": 2.0, "stage2_only": 2.0, "eval": 1.0},
     "resume": False,
+    "checkpoint_interval": 0.0,
     "stage1_checkpoint": None,
     "init_checkpoint": None,
     "reinit_text_head": False,
@@ -188,6 +191,15 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 def _name_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _optional_float(text: str) -> float | None:
+    if text.strip().lower() in ("none", "null", "off", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -271,6 +283,10 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--lr-schedule", choices=list(SCHEDULES), help="learning-rate decay over the run or budget")
     g.add_argument("--warmup", type=float, help="fraction of each stage spent in linear warm-up")
     g.add_argument("--min-lr-factor", type=float, help="final learning-rate factor of the decaying schedules")
+    g.add_argument("--ema", type=_optional_float, metavar="FRACTION",
+                   help="evaluate and save each stage's weights averaged over about this last fraction of it "
+                        "(an exponential moving average in the run's progress, pa3d_train.ProgressEMA); "
+                        "none or 0: the last step's weights")
     g.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     g.add_argument("--bn-eval", action=argparse.BooleanOptionalAction,
                    help="BatchNorm uses running statistics while training (every process then equals one)")
@@ -288,6 +304,9 @@ def build_parser(*, prog: str = "patchalign3d", description: str | None = None,
     g.add_argument("--max-minutes", type=float,
                    help="bound the whole command (training and evaluation); schedules span the budget")
     g.add_argument("--resume", action=argparse.BooleanOptionalAction, help="continue from OUT/<stage>/last.pt")
+    g.add_argument("--checkpoint-interval", type=float, metavar="SECONDS",
+                   help="write each stage's last.pt at most once per this many seconds (always at its end); "
+                        "0: after every epoch")
     g.add_argument("--stage1-checkpoint", help="Stage 2: initialise from this Stage-1 checkpoint (a last.pt)")
     g.add_argument("--init-checkpoint", help="stage2, all: fine-tune from these weights (a save_pretrained folder, "
                    "a last.pt, an official .pt or hf://ORG/REPO[/FILE]); all then skips Stage 1")
@@ -556,6 +575,15 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"--warmup must be a fraction of the stage in [0, 1), got {cfg['warmup']}")
     if not 0.0 <= cfg["min_lr_factor"] <= 1.0:
         raise ConfigError(f"--min-lr-factor must be in [0, 1], got {cfg['min_lr_factor']}")
+    if cfg["ema"]:
+        try:
+            check_ema_horizon(cfg["ema"], flag="--ema")
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; none or 0 turns the average off") from None
+    interval = cfg["checkpoint_interval"]
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 <= interval < float("inf"):
+        raise ConfigError(f"--checkpoint-interval must be a number of seconds >= 0 (0: after every epoch), "
+                          f"got {interval!r}")
     if cfg["grad_clip"] is not None and not cfg["grad_clip"] > 0:
         raise ConfigError(f"--grad-clip must be > 0, got {cfg['grad_clip']}")
     weights = cfg["budget_weights"]

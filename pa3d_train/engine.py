@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import time
@@ -29,6 +30,7 @@ from torch import nn
 
 from pa3d_models.files import atomic_write_bytes, atomic_write_with
 
+from .ema import ProgressEMA, check_ema_horizon
 from .schedule import SCHEDULES, RunProgress, format_duration, lr_factor
 
 __all__ = [
@@ -202,6 +204,7 @@ def load_training_state(
     config: Mapping[str, Any] | None = None,
     compare_keys: Iterable[str] | None = None,
     restore_rng: bool = True,
+    average: bool = False,
 ) -> dict[str, Any]:
     """Load what :func:`save_training_state` wrote into ``model`` (and ``optimizer``, ``scaler``).
 
@@ -216,14 +219,21 @@ def load_training_state(
             of the saved config) must match, or a ``ValueError`` names the differences.
         compare_keys: which configuration keys must agree for a resume.
         restore_rng: restore the RNG states saved with the checkpoint.
+        average: load the weight average (``fit(ema=...)``) into ``model`` when the checkpoint holds one,
+            instead of the last step's weights (a resume needs the latter; a next stage or an evaluation the
+            former).
 
     Returns:
         The checkpoint's ``epoch``, ``step``, ``config`` and ``extra``.
     """
     payload = check_resume(path, config, compare_keys) if config is not None else read_training_state(path)
     target = getattr(model, "module", model)
+    state = payload["model"]
+    ema = (payload.get("extra") or {}).get("ema") if average else None
+    if isinstance(ema, Mapping) and isinstance(ema.get("weights"), Mapping):
+        state = ema["weights"]
     try:
-        target.load_state_dict(payload["model"])
+        target.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise ValueError(f"checkpoint {path} does not fit this model: {' '.join(first[:3])}") from None
@@ -423,6 +433,7 @@ class FitResult:
         stopped_early: the time budget ended the run before ``epochs``.
         seconds: training time, resumed runs included.
         resumed_from: the epoch the run resumed at (None for a fresh run).
+        ema: the horizon of the weight average now in the model (None: the last step's weights).
     """
 
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -431,6 +442,7 @@ class FitResult:
     stopped_early: bool = False
     seconds: float = 0.0
     resumed_from: int | None = None
+    ema: float | None = None
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -509,6 +521,8 @@ def fit(
     resume_keys: Sequence[str] | None = None,
     tensorboard: bool = False,
     progress: RunProgress | None = None,
+    ema: float | None = None,
+    checkpoint_interval_s: float = 0.0,
     log: Callable[[str], Any] | None = print,
 ) -> FitResult:
     """Train ``model`` on ``dataset``: the epoch loop every stage uses.
@@ -520,10 +534,11 @@ def fit(
     process takes ``batch_size / world_size`` shapes of a ``DistributedSampler``. The learning rate of each
     parameter group is its base rate times ``lr_factor(progress)``, where progress is
     ``max(step / planned steps, elapsed / time_budget_s)``: the schedule spans the epochs or the time budget,
-    whichever ends first. With ``out_dir``, ``out_dir/last.pt`` is written atomically after every epoch (and
-    when the budget ends mid-epoch) and ``out_dir/log.jsonl`` gets one row per epoch; ``resume=True``
-    continues from ``last.pt`` exactly (bit-identical on CPU for step-based schedules: weights, optimiser,
-    scaler, RNGs and the epoch the data sees are restored; a budget-ended partial epoch is re-run).
+    whichever ends first. With ``out_dir``, ``out_dir/last.pt`` is written atomically after every epoch (or
+    every ``checkpoint_interval_s``, and at the end, and when the budget ends mid-epoch) and
+    ``out_dir/log.jsonl`` gets one row per epoch; ``resume=True`` continues from ``last.pt`` exactly
+    (bit-identical on CPU for step-based schedules: weights, optimiser, scaler, RNGs and the epoch the data
+    sees are restored; a budget-ended partial epoch is re-run).
 
     Args:
         model: the module to train, already on ``ctx.device``.
@@ -555,6 +570,12 @@ def fit(
         resume_keys: which ``config`` keys must match on resume (default: all).
         tensorboard: also log to TensorBoard (when installed).
         progress: a run-wide progress tracker for the ETA of the whole run.
+        ema: keep an exponential moving average of the weights over about this fraction of the run's progress
+            (:class:`pa3d_train.ProgressEMA`, in (0, 1]) and leave it in ``model`` at the end; ``last.pt`` keeps
+            the last step's weights and the average, so a resume continues both. None or 0: no average.
+        checkpoint_interval_s: write ``last.pt`` after an epoch only when this many seconds have passed since
+            the last write (always after the last epoch and when the budget ends); 0 writes after every epoch.
+            A crash then loses at most this much training; short epochs stop paying a write each.
         log: where progress lines go (rank 0 only); None for silence.
 
     Returns:
@@ -579,6 +600,7 @@ def fit(
     if amp not in ("none", "bf16", "fp16", "auto"):
         raise ValueError(f"amp must be 'none', 'bf16', 'fp16' or 'auto', got {amp!r}")
     amp = resolve_amp(amp, ctx.device)
+    average = ProgressEMA(check_ema_horizon(ema, flag="ema")) if ema else None
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
     lr_factor(0.0, schedule=schedule, warmup=warmup, min_factor=min_lr_factor)  # validates the settings
@@ -632,6 +654,10 @@ def fit(
         result.history = [dict(r) for r in extra.get("history", []) if not r.get("partial")]
         elapsed_before = float(extra.get("elapsed_s", 0.0))
         result.resumed_from = start_epoch
+        if average is not None and extra.get("ema") is not None:
+            average.load_state_dict(extra["ema"])
+        elif average is not None and step:
+            say(f"[{name}] {last} holds no weight average: the average starts at step {step}")
         if ctx.is_main:
             logger.truncate(lambda row: int(row.get("epoch", 0)) <= start_epoch)
         say(f"[{name}] resumed from {last} at epoch {start_epoch}, step {step}")
@@ -653,7 +679,19 @@ def fit(
             p = max(p, elapsed / time_budget_s)
         return p
 
-    t0 = time.monotonic()
+    def write_checkpoint(completed: int, partial: bool) -> None:
+        nonlocal last_write
+        save_training_state(last, model=model, optimizer=opt, scaler=scaler, epoch=completed, step=step,
+                            config=config or {}, extra={"history": result.history, "partial_epoch": partial,
+                                                        "elapsed_s": elapsed_now(t0) if not ctx.distributed
+                                                        else time.monotonic() - t0 + elapsed_before,
+                                                        **({"ema": average.state_dict()} if average else {})})
+        last_write = time.monotonic()
+
+    if checkpoint_interval_s < 0 or not math.isfinite(checkpoint_interval_s):
+        raise ValueError(f"checkpoint_interval_s must be a finite number >= 0, got {checkpoint_interval_s!r}")
+    t0 = last_write = time.monotonic()
+    unsaved = False
     epoch = start_epoch
     total = str(epochs) if epochs is not None else "?"
     while epochs is None or epoch < epochs:
@@ -692,6 +730,8 @@ def fit(
             scaler.update()
             step += 1
             done_in_epoch += 1
+            if average is not None:
+                average.update(model, progress_of(step, elapsed))
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
             totals["loss"] = totals.get("loss", 0.0) + float(loss.detach())
@@ -722,11 +762,12 @@ def fit(
             say(f"[{name}] epoch {epoch + 1}/{total} " + " ".join(
                 f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float) and k != "steps_per_s")
                 + f" {record['steps_per_s']:.2f} steps/s" + (f", run ETA {format_duration(eta)}" if progress else ""))
+        due = (checkpoint_interval_s <= 0 or partial or (epochs is not None and completed >= epochs)
+               or time.monotonic() - last_write >= checkpoint_interval_s)
         if last is not None and ctx.is_main and (done_in_epoch or partial):
-            save_training_state(last, model=model, optimizer=opt, scaler=scaler, epoch=completed, step=step,
-                                config=config or {}, extra={"history": result.history, "partial_epoch": partial,
-                                                            "elapsed_s": elapsed_now(t0) if not ctx.distributed
-                                                            else time.monotonic() - t0 + elapsed_before})
+            if due:
+                write_checkpoint(completed, partial)
+            unsaved = not due
         if ctx.distributed:
             dist.barrier()
         if partial:
@@ -736,12 +777,19 @@ def fit(
         epoch += 1
         if steps_per_epoch == 0:
             break
+    if unsaved and last is not None and ctx.is_main:  # the budget ended after an epoch no checkpoint holds yet
+        write_checkpoint(epoch, False)
     if last is not None and ctx.is_main and not last.is_file():  # nothing trained (0 epochs): keep the start
         save_training_state(last, model=model, optimizer=opt, scaler=scaler, epoch=epoch, step=step,
                             config=config or {}, extra={"history": result.history, "elapsed_s": 0.0})
     if ctx.distributed:
         dist.barrier()
     logger.close()
+    if average is not None and average.weights is not None:
+        average.copy_to(model)
+        result.ema = average.horizon
+        say(f"[{name}] the model now holds its weights averaged over about the last {average.horizon:.0%} of the "
+            f"stage (--ema {average.horizon:g}); {last if last is not None else 'nothing'} keeps the last step's")
     result.steps, result.epochs = step, epoch
     result.seconds = elapsed_before + time.monotonic() - t0
     return result

@@ -256,7 +256,7 @@ def run(cfg: dict[str, Any], *, ctx: DistributedContext | None = None) -> dict[s
                               "(run stage1 first, or pass --stage1-checkpoint)")
         teacher_dim = teacher_dim or stage1_teacher_dim(init)
         model = new_model(cfg, text_dim=bank.dim, teacher_dim=teacher_dim).to(ctx.device)
-        load_training_state(init, model=model, restore_rng=False)
+        load_training_state(init, model=model, restore_rng=False, average=True)
         say(f"  stage2 starts from the Stage-1 weights in {init}")
     if "stage2" in stages:
         report["stages"]["stage2"] = train_stage2("stage2", model, datasets["train"], bank, cache, cfg, ctx=ctx,
@@ -346,6 +346,9 @@ def _finish_report(out: Path, cfg, results, models, report, started: float, budg
            "divided by its mean over the shape; the model's own argmax is the mIoU 'without it')"
            if cfg.get("eval_calibration", "none") == "prior" else "; labels: each point's best-scoring name"),
         f"learning rate: {cfg['lr_schedule']} schedule, warm-up {cfg['warmup']:g} of each stage; {budget.summary()}",
+        ("weights evaluated: each stage's average over about its last {:.0%} (--ema {:g}; last.pt also keeps the last "
+         "step's)".format(cfg["ema"], cfg["ema"]) if cfg.get("ema") else "weights evaluated: each stage's last step")
+        if cfg["command"] != "eval" else "weights evaluated: --checkpoint",
         "training precision: {}; evaluation in float32".format(
             "none (eval)" if cfg["command"] == "eval" else
             _precision(cfg["amp"], next(iter(models.values())).logit.log_scale.device)),

@@ -295,7 +295,8 @@ def _fit_stage(stage, model, loss, dataset, cfg, *, epochs, lrs, default_lr, col
         forward=lambda net, batch: net(batch["points"], return_teacher=teacher, return_text=text),
         amp=cfg["amp"], grad_clip=cfg["grad_clip"], bn_eval=cfg["bn_eval"], num_workers=cfg["num_workers"],
         seed=cfg["seed"], ctx=ctx, out_dir=out / stage, name=stage, resume=cfg["resume"], config=cfg,
-        resume_keys=RESUME_KEYS, tensorboard=cfg["tensorboard"], progress=progress, log=log,
+        resume_keys=RESUME_KEYS, tensorboard=cfg["tensorboard"], progress=progress, ema=cfg["ema"],
+        checkpoint_interval_s=cfg["checkpoint_interval"], log=log,
     )
 
 

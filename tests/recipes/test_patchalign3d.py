@@ -182,12 +182,17 @@ def test_eval_evaluates_exactly_the_named_set(tiny_run, tmp_path):
     assert "'class_choice'" in res.stderr
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+def _weights(path: Path, *, average: bool = False) -> dict[str, torch.Tensor]:
+    """A last.pt's last-step weights, or (``average``) the weights a next stage starts from (its --ema average)."""
+    from pa3d_models.loaders import training_state_weights
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return training_state_weights(payload) if average else payload["model"]
 
 
 def test_killed_mid_epoch_then_resumed_ends_with_the_same_weights(tmp_path):
-    args = ["stage1", *TINY, "--stage1-epochs", "3", "--train-shapes", "42"]
+    # a checkpoint after every epoch (the recipe's default writes at most every 30 s)
+    args = ["stage1", *TINY, "--stage1-epochs", "3", "--train-shapes", "42", "--checkpoint-interval", "0"]
     run([*args, "--out", str(tmp_path / "straight")])
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -277,15 +282,17 @@ def test_torchrun_two_processes_match_one_process(ddp_runs, path, trained, froze
     base, logs = ddp_runs
     assert "(2 process(es), cpu; grouping: " in logs["two"].splitlines()[0]
     assert "(1 process(es), cpu; grouping: " in logs["one"].splitlines()[0]
-    if path.endswith("stage1"):
-        a, b = _weights(base / "one" / path / "last.pt"), _weights(base / "two" / path / "last.pt")
+    if path.endswith("stage1"):  # the last step's weights and the --ema average both agree
+        for average in (False, True):
+            a, b = (_weights(base / n / path / "last.pt", average=average) for n in ("one", "two"))
+            assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5, rtol=0) for k in a)
     else:
         a, b = _model_weights(base / "one" / path), _model_weights(base / "two" / path)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=0), key
-    start = _weights(base / "one" / "all" / "stage1" / "last.pt") if not path.endswith(("stage1", "stage2_only")) \
-        else None
+    start = _weights(base / "one" / "all" / "stage1" / "last.pt", average=True) \
+        if not path.endswith(("stage1", "stage2_only")) else None
     if start is not None:  # Stage 2 from the Stage-1 weights: what trains moved, what is frozen did not
         assert any(not torch.equal(a[k], start[k]) for k in a if k.startswith(trained)), f"{trained} did not train"
         assert all(torch.equal(a[k], start[k]) for k in a if k.startswith(frozen)), f"{frozen} moved"
