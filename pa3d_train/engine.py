@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pa3d_models.files import atomic_write_bytes, atomic_write_with
+from pa3d_models.loaders import training_state_weights
 
 from .ema import ProgressEMA, check_ema_horizon
 from .schedule import SCHEDULES, RunProgress, format_duration, lr_factor
@@ -228,10 +229,7 @@ def load_training_state(
     """
     payload = check_resume(path, config, compare_keys) if config is not None else read_training_state(path)
     target = getattr(model, "module", model)
-    state = payload["model"]
-    ema = (payload.get("extra") or {}).get("ema") if average else None
-    if isinstance(ema, Mapping) and isinstance(ema.get("weights"), Mapping):
-        state = ema["weights"]
+    state = training_state_weights(payload) if average else payload["model"]
     try:
         target.load_state_dict(state)
     except RuntimeError as exc:
