@@ -30,7 +30,8 @@ lint: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests $(PACKAGES) --doctest-modules --durations=15 -n auto --dist loadscope
-	$(PY) -m mkdocs build --strict --quiet --site-dir .site
+	@# no --quiet: it hides the warnings that --strict turns into a failure
+	$(PY) -m mkdocs build --strict --site-dir .site
 
 demo: setup-demo
 	$(PY) recipes/patchalign3d.py $(ARGS)

@@ -256,7 +256,7 @@ def _error(err: BaseException) -> str:
     return "❌ **Error:** " + html.escape(text.strip() or type(err).__name__)
 
 
-def build_app(session: SegmentSession | None = None, **session_kwargs: Any):
+def build_app(session: SegmentSession | None = None, **session_kwargs: Any) -> Any:
     """Build the Gradio Blocks page (not launched).
 
     Args:
@@ -341,7 +341,7 @@ def launch(
     block: bool = True,
     quiet: bool = False,
     **session_kwargs: Any,
-):
+) -> Any:
     """Build and launch the app on ``host:port`` (127.0.0.1 by default: only this machine can connect).
 
     Args:

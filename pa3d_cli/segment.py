@@ -227,7 +227,7 @@ def load_model(
     text_dim: int | None = None,
     trusted: bool = False,
     seed: int = 0,
-):
+) -> tuple[Any, bool]:
     """Load a checkpoint (a pa3d folder, an official ``.pt``, ``hf://...`` from the cache when offline), or
     build untrained weights when ``checkpoint`` is None.
 
@@ -413,7 +413,7 @@ class Segmenter:
         cache_size: part-name lists whose embeddings are kept.
     """
 
-    def __init__(self, model, encoder, *, untrained: bool = False, checkpoint: str | None = None,
+    def __init__(self, model: torch.nn.Module, encoder: Any, *, untrained: bool = False, checkpoint: str | None = None,
                  cache_size: int = 64) -> None:
         self.model = model.eval()
         self.encoder = encoder
@@ -735,10 +735,11 @@ def segment_files(
         legend: a JSON path for a single input, or ``"auto"`` (``<output stem>.legend.json``).
         scores: also write ``<output stem>.scores.npz`` (labels, scores, per-part similarities).
         heatmaps: parts to write ``<output stem>.heatmap-<part>.<ext>`` for (coloured by similarity).
-        (the others: as the command-line flags of ``pa3d segment``.)
 
     Returns:
         One legend dict per input (see :meth:`ShapeSegmentation.legend`).
+
+    The other keywords are the command-line flags of ``pa3d segment``.
     """
     names = parse_part_names(parts)
     paths = expand_inputs(inputs)

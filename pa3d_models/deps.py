@@ -48,7 +48,7 @@ def require(module: str, feature: str, *, extra: str | None = None) -> ModuleTyp
         module: the module to import (``"trimesh"``, ``"open_clip.model"``, ``"matplotlib.pyplot"``).
         feature: what needs it, for the message (``"reading .ply meshes"``, ``"OpenCLIPTextEncoder"``).
         extra: the pa3d extra that installs it; by default the one listed for the top-level module in
-            [OPTIONAL_DEPENDENCIES][pa3d_models.deps.OPTIONAL_DEPENDENCIES].
+            ``OPTIONAL_DEPENDENCIES`` (this module).
 
     Returns:
         The imported module.

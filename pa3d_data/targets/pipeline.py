@@ -111,7 +111,7 @@ def compute_patch_targets(
 
     Args:
         points: ``(N, 3)``.
-        teacher: a [Teacher][pa3d_data.targets.Teacher] (the library's teachers move images to their device).
+        teacher: a [Teacher][pa3d_models.teachers.Teacher] (the library's teachers move images to their device).
         cameras: the views (default: Find3D's ``num_views`` orthographic views).
         num_views: ``V`` when ``cameras`` is None.
         image_size: render side ``S``.

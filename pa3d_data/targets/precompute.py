@@ -165,7 +165,7 @@ def precompute_targets(
     Args:
         dataset: indexable, yields ``PartSample``-like items (``points``, ``shape_id``, optional ``normals``
             and ``meta``).
-        teacher: a [Teacher][pa3d_data.targets.Teacher].
+        teacher: a [Teacher][pa3d_models.teachers.Teacher].
         cache: the target cache.
         views: number of views ``V``.
         image_size: render side.
