@@ -28,6 +28,7 @@ from pa3d_cli.segment import (
     load_text_encoder,
     parse_part_names,
 )
+from pa3d_layers import CALIBRATIONS
 
 __all__ = ["SegmentSession", "build_app", "launch", "find_default_checkpoint", "GRADIO_ENV", "UPLOAD_SUFFIXES"]
 
@@ -146,8 +147,12 @@ class SegmentSession:
         text_model: str | None = None,
         up_axis: str | None = None,
         num_points: int | None = None,
+        calibration: str = "none",
     ) -> dict[str, Any]:
         """Segment an uploaded file.
+
+        ``calibration`` is ``pa3d segment --calibration``: ``"none"`` gives each point its most similar name,
+        ``"prior"`` first corrects for names that win most of the shape (:func:`pa3d_layers.prior_correction`).
 
         Returns:
             ``{"result": ShapeSegmentation, "view": GLB path, "downloads": [GLB, PLY, NPZ], "legend": HTML,
@@ -166,7 +171,8 @@ class SegmentSession:
                                     text_model or self.text_model)
         src = Path(upload)
         shape = load_shape(src)
-        result = seg_engine(shape, names, num_points=int(num_points or self.num_points), up_axis=up)
+        result = seg_engine(shape, names, num_points=int(num_points or self.num_points), up_axis=up,
+                            calibration=str(calibration or "none"))
         self._runs += 1
         out = self.workdir / f"run{self._runs:04d}"
         out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +252,8 @@ def _status(result: ShapeSegmentation) -> str:
     what = f"{len(s.vertices)} vertices, {len(s.faces)} faces" if s.is_mesh else f"{len(s.vertices)} points"
     msg = f"Segmented **{html.escape(s.path.name)}** ({what}) into {len(result.names)} parts " \
           f"with text model `{result.info.get('text_encoder')}`."
+    if result.info.get("calibration") == "prior":
+        msg += " Labels read after the per-shape prior correction."
     if result.info.get("untrained"):
         msg = ("⚠️ **UNTRAINED weights: the parts shown are meaningless.** " + _HOW_TO_GET_WEIGHTS + "\n\n" + msg)
     return msg
@@ -273,10 +281,10 @@ def build_app(session: SegmentSession | None = None, **session_kwargs: Any) -> A
         "and are meaningless. " + _HOW_TO_GET_WEIGHTS
     )
 
-    def on_run(upload, parts, checkpoint, trusted, text_model, up_axis, num_points):
+    def on_run(upload, parts, checkpoint, trusted, text_model, up_axis, num_points, calibration):
         try:
             out = session.run(upload, parts, checkpoint=checkpoint, trusted=trusted, text_model=text_model,
-                              up_axis=up_axis, num_points=int(num_points))
+                              up_axis=up_axis, num_points=int(num_points), calibration=calibration)
         except (SegmentError, ValueError, RuntimeError, OSError, ImportError) as err:
             return (None, "", None, _error(err), gr.update(choices=[_PARTS_VIEW], value=_PARTS_VIEW), None)
         state = {"result": out["result"], "folder": out["folder"]}
@@ -311,6 +319,9 @@ def build_app(session: SegmentSession | None = None, **session_kwargs: Any) -> A
                     text_model = gr.Textbox(label="Text model", value=session.text_model, elem_id="pa3d-text-model")
                     up_axis = gr.Dropdown(["auto", "x", "y", "z"], value="auto", label="Up axis of the input")
                     num_points = gr.Slider(256, 8192, value=session.num_points, step=256, label="Points sampled")
+                    calibration = gr.Radio(list(CALIBRATIONS), value="none", elem_id="pa3d-calibration",
+                                           label="Labels: none = each point's most similar name; prior = first "
+                                                 "correct for names that win most of the shape")
                 run_btn = gr.Button("Segment", variant="primary", elem_id="pa3d-run")
             with gr.Column(scale=2):
                 view = gr.Model3D(label="Result", elem_id="pa3d-view", height=480, clear_color=(1, 1, 1, 1))
@@ -320,7 +331,7 @@ def build_app(session: SegmentSession | None = None, **session_kwargs: Any) -> A
                 downloads = gr.File(label="Downloads: labelled mesh (GLB), PLY, NPZ", file_count="multiple",
                                     interactive=False, elem_id="pa3d-downloads")
         state = gr.State(None)
-        run_btn.click(on_run, [upload, parts, checkpoint, trusted, text_model, up_axis, num_points],
+        run_btn.click(on_run, [upload, parts, checkpoint, trusted, text_model, up_axis, num_points, calibration],
                       [view, legend, downloads, status, view_choice, state])
         view_choice.change(on_view, [view_choice, state], [view, legend])
     demo.pa3d_session = session

@@ -102,12 +102,14 @@ def test_app_segments_a_mesh_in_chromium(app_url, tmp_path):
             page.set_input_files("#pa3d-upload input[type=file]", str(mesh))
             page.wait_for_selector(f"#pa3d-upload :text('{mesh.name}')", timeout=30_000)
             page.locator("#pa3d-parts textarea, #pa3d-parts input").first.fill(", ".join(PARTS))
+            page.locator("#pa3d-calibration label", has_text="prior").click()  # the label rule reaches the run
             page.click("#pa3d-run")
             page.wait_for_selector("#pa3d-legend-box li", timeout=60_000)
             legend = page.inner_text("#pa3d-legend-box")
             for part in PARTS:
                 assert part in legend, legend
             assert "UNTRAINED" in page.inner_text("#pa3d-status")
+            assert "prior correction" in page.inner_text("#pa3d-status")
             links = page.locator("#pa3d-downloads a")
             links.first.wait_for(timeout=30_000)
             names = " ".join(links.nth(i).inner_text() + " " + (links.nth(i).get_attribute("href") or "")

@@ -14,7 +14,7 @@ import torch
 
 from pa3d_app import find_default_checkpoint
 from pa3d_app.app import GRADIO_ENV, SegmentSession, _error, _import_gradio, legend_html, view_choices
-from pa3d_cli.segment import SegmentError
+from pa3d_cli.segment import SegmentError, load_shape
 from pa3d_data import read_glb, write_ply_points
 from pa3d_models import create_model
 
@@ -98,6 +98,19 @@ def test_run_mesh_downloads_views_and_text_cache(session, tmp_path):
         session.view(out["result"], "heatmap: tail")
     session.run(tet, "top, bottom", text_model="fixed:64")
     assert calls == [["top", "bottom"]] and seg.cache_hits == 1  # the second request reuses the embeddings
+
+
+def test_calibration_is_the_segmenters_and_said_on_the_page(session, tmp_path):
+    tet = _tet(tmp_path / "tet.obj")
+    seg = session.segmenter("", False, "fixed:64")
+    for rule in ("none", "prior"):
+        out = session.run(tet, "top, bottom, side", text_model="fixed:64", calibration=rule)
+        direct = seg(load_shape(tet), ["top", "bottom", "side"], num_points=256, calibration=rule)
+        assert out["result"].info["calibration"] == rule
+        assert np.array_equal(out["result"].face_labels, direct.face_labels)  # what pa3d segment gives
+        assert ("prior correction" in out["status"]) == (rule == "prior")
+    with pytest.raises(SegmentError, match="--calibration must be one of none, prior, got 'softmax'"):
+        session.run(tet, "top, bottom", calibration="softmax")
 
 
 def test_point_cloud_view_draws_every_point(session, tmp_path):
